@@ -1,0 +1,68 @@
+// affinage: the command-line entry point. Dispatches to a subcommand and turns errors into one line on stderr.
+#include <iostream>
+#include <map>
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace po = boost::program_options;
+
+namespace affinage::cli {
+
+bool parse_args(const Args& args, const std::string& usage, po::options_description& opts, po::variables_map& vm,
+                const po::positional_options_description* pos) {
+  opts.add_options()("help,h", "show this help");
+  auto parser = po::command_line_parser(args).options(opts);
+  if (pos) parser.positional(*pos);
+  po::store(parser.run(), vm);
+  if (vm.count("help")) {
+    std::cout << usage << "\n\n" << opts << "\n";
+    return true;
+  }
+  po::notify(vm);
+  return false;
+}
+
+}  // namespace affinage::cli
+
+using namespace affinage::cli;
+
+struct Sub { int (*fn)(const Args&); const char* summary; };
+static const std::map<std::string, Sub>& subcommands() {
+  static const std::map<std::string, Sub> m = {
+      {"run", {cmd_run, "train from a recipe file (SFT, DPO): affinage run RECIPE [--set k=v] [--resume]"}},
+      {"generate", {cmd_generate, "sample or greedy-decode text from a model (+ adapter)"}},
+      {"eval", {cmd_eval, "loss and perplexity of a model (+ adapter) on a JSONL file"}},
+      {"inspect", {cmd_inspect, "show what a model folder, adapter folder or safetensors file holds"}},
+      {"tokenize", {cmd_tokenize, "text or a chat (messages JSON) to token ids"}},
+  };
+  return m;
+}
+
+static void usage(std::ostream& os) {
+  os << "affinage " << AFFINAGE_VERSION << " - fine-tuning and post-training of Llama/Mistral models\n\n"
+     << "usage: affinage COMMAND [options]   (affinage COMMAND --help for its options)\n\ncommands:\n";
+  for (auto& [name, sub] : subcommands()) os << "  " << name << std::string(10 - name.size(), ' ') << sub.summary << "\n";
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2) { usage(std::cerr); return 2; }
+  std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") { usage(std::cout); return 0; }
+  if (name == "--version") { std::cout << "affinage " << AFFINAGE_VERSION << "\n"; return 0; }
+  auto it = subcommands().find(name);
+  if (it == subcommands().end()) {
+    std::cerr << "affinage: unknown command '" << name << "'\n\n";
+    usage(std::cerr);
+    return 2;
+  }
+  Args args(argv + 2, argv + argc);
+  try {
+    return it->second.fn(args);
+  } catch (const po::error& e) {
+    std::cerr << "affinage " << name << ": " << e.what() << " (see affinage " << name << " --help)\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "affinage " << name << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}

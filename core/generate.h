@@ -1,0 +1,27 @@
+// Text generation with a KV cache: greedy (temperature 0) or sampling with temperature, top-k and top-p,
+// seeded per row so a row's output does not depend on what else is in the batch.
+#pragma once
+#include <cstdint>
+#include <vector>
+#include "core/model.h"
+
+namespace affinage {
+
+struct SamplingOptions {
+  int64_t max_new_tokens = 128;
+  double temperature = 0.0;  // 0 = greedy
+  double top_p = 1.0;
+  int64_t top_k = 0;         // 0 = no top-k cut
+  uint64_t seed = 0;         // row i samples with seed + i
+  int64_t eos_id = 2;        // generation of a row stops after this id (it is included in the output)
+};
+
+// prompts: token ids, each non-empty (usually starting with BOS); different lengths are left-padded.
+// Returns the generated ids of each row (prompt excluded).
+std::vector<std::vector<int>> generate(CausalLMImpl& model, const std::vector<std::vector<int>>& prompts,
+                                       const SamplingOptions& opts);
+
+// One sampling decision from fp32 logits [vocab] (exposed for tests).
+int sample_token(const at::Tensor& logits, const SamplingOptions& opts, at::Generator& gen);
+
+}  // namespace affinage

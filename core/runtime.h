@@ -1,0 +1,18 @@
+// Process-wide run-time choices: threads, device, dtype names.
+#pragma once
+#include <string>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+namespace affinage {
+
+// n <= 0: all cores (std::thread::hardware_concurrency). Sets intra-op threads for OpenBLAS/oneDNN paths.
+void set_threads(int n);
+// "auto" (cuda when LibTorch has it and a GPU is there, else cpu) | "cpu" | "cuda" | "cuda:N".
+c10::Device pick_device(const std::string& name);
+// "bf16"|"bfloat16" → BFloat16, "f16"|"fp16"|"float16" → Half, "f32"|"fp32"|"float32" → Float.
+c10::ScalarType parse_dtype(const std::string& name);
+std::string dtype_short_name(c10::ScalarType t);  // "bf16" | "f16" | "f32"
+std::string hf_dtype_name(c10::ScalarType t);     // "bfloat16" | "float16" | "float32" (config.json torch_dtype)
+
+}  // namespace affinage

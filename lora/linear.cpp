@@ -1,0 +1,54 @@
+// The linear layer with an optional LoRA adapter (see lora/linear.h).
+#include "lora/linear.h"
+#include <cmath>
+#include <torch/nn/init.h>
+#include "core/error.h"
+
+namespace affinage {
+
+double LoraSpec::scale() const { return rslora ? alpha / std::sqrt(double(r)) : alpha / double(r); }
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, const torch::TensorOptions& opts) : in_features(in), out_features(out) {
+  weight = register_parameter("weight", torch::empty({out, in}, opts), /*requires_grad=*/false);
+}
+
+void LinearImpl::attach_lora(const LoraSpec& spec, torch::ScalarType dtype) {
+  if (spec.r < 1) fail("LoRA rank must be >= 1, got ", spec.r);
+  remove_lora();
+  spec_ = spec;
+  scale_ = spec.scale();
+  auto opts = torch::nn::LinearOptions(in_features, spec.r).bias(false);
+  lora_A = register_module("lora_A", torch::nn::Linear(opts));
+  lora_B = register_module("lora_B", torch::nn::Linear(torch::nn::LinearOptions(spec.r, out_features).bias(false)));
+  lora_A->to(weight.device(), dtype);
+  lora_B->to(weight.device(), dtype);
+  torch::NoGradGuard ng;
+  // PEFT: nn.init.kaiming_uniform_(lora_A.weight, a=math.sqrt(5)); nn.init.zeros_(lora_B.weight)
+  torch::nn::init::kaiming_uniform_(lora_A->weight, std::sqrt(5.0));
+  lora_B->weight.zero_();
+  adapter_enabled_ = true;
+}
+
+void LinearImpl::remove_lora() {
+  if (!has_lora()) return;
+  unregister_module("lora_A");
+  unregister_module("lora_B");
+  lora_A = nullptr;
+  lora_B = nullptr;
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  auto y = torch::nn::functional::linear(x, weight);
+  if (!has_lora() || !adapter_enabled_) return y;
+  auto h = x.to(lora_A->weight.scalar_type());
+  if (spec_.dropout > 0 && is_training()) h = torch::dropout(h, spec_.dropout, /*train=*/true);
+  auto delta = lora_B(lora_A(h)) * scale_;
+  return y + delta.to(y.scalar_type());
+}
+
+torch::Tensor LinearImpl::delta_weight() const {
+  if (!has_lora()) fail("delta_weight: this layer has no LoRA adapter");
+  return torch::matmul(lora_B->weight.to(torch::kFloat32), lora_A->weight.to(torch::kFloat32)) * scale_;
+}
+
+}  // namespace affinage
