@@ -1,6 +1,7 @@
 // Tokenizer tests: exact ids against mistral-tokenizer-js's published cases, the v1/v3 vocabulary relation,
 // byte fallback, unigram models, special ids, error messages, and SentencePiece living beside LibTorch.
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -196,7 +197,7 @@ TEST(Tokenizer, UserDefinedPieces) {
   bytes += '\x0a';
   bytes += char(piece.size());
   bytes += piece;
-  std::string path = affinage::test::temp_dir("tok_userdef") + "/user_defined.model";
+  std::string dir = affinage::test::temp_dir("tok_userdef"), path = dir + "/user_defined.model";
   write_file(path, bytes);
   auto t = Tokenizer::load(path);
   ASSERT_EQ(t->vocab_size(), 1001);
@@ -208,11 +209,13 @@ TEST(Tokenizer, UserDefinedPieces) {
   auto ids = t->encode("aXQZb");
   EXPECT_NE(std::find(ids.begin(), ids.end(), 1000), ids.end());
   EXPECT_EQ(t->decode(ids), "aXQZb");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Tokenizer, MissingFileIsAnErrorNamingIt) {
-  std::string path = affinage::test::temp_dir("tok_missing") + "/tokenizer.model";
+  std::string dir = affinage::test::temp_dir("tok_missing"), path = dir + "/tokenizer.model";
   expect_error([&] { Tokenizer::load(path); }, {path, "does not exist"});
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Tokenizer, NonModelFileIsAnErrorNamingIt) {
@@ -225,6 +228,7 @@ TEST(Tokenizer, NonModelFileIsAnErrorNamingIt) {
   expect_error([&] { Tokenizer::load(data_path("mistral-tokenizer-js_cases.json")); },
                {"mistral-tokenizer-js_cases.json", "SentencePiece"});
   expect_error([&] { Tokenizer::load(dir); }, {dir, "folder"});
+  std::filesystem::remove_all(dir);
 }
 
 // The reason for the dlopen'd shim: libsentencepiece's protobuf-lite and LibTorch's protobuf in one process.
