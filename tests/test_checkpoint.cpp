@@ -202,6 +202,12 @@ TEST(RopePermutation, HandWorkedSmallCases) {
   };
   EXPECT_TRUE(tensors_close(permute_interleaved_to_rotate_half(rows({0, 1, 2, 3, 4, 5, 6, 7}), 2),
                             rows({0, 2, 1, 3, 4, 6, 5, 7}), 0.0));
+  // head_dim 4 is its own inverse; head_dim 8 tells the two directions apart:
+  // interleaved (x0,y0,x1,y1,x2,y2,x3,y3) -> rotate-half (x0,x1,x2,x3,y0,y1,y2,y3).
+  EXPECT_TRUE(tensors_close(permute_interleaved_to_rotate_half(rows({0, 1, 2, 3, 4, 5, 6, 7}), 1),
+                            rows({0, 2, 4, 6, 1, 3, 5, 7}), 0.0));
+  EXPECT_TRUE(tensors_close(permute_rotate_half_to_interleaved(rows({0, 1, 2, 3, 4, 5, 6, 7}), 1),
+                            rows({0, 4, 1, 5, 2, 6, 3, 7}), 0.0));
   EXPECT_THROW(permute_interleaved_to_rotate_half(at::zeros({6, 2}), 2), Error);  // head of 3 rows
   EXPECT_THROW(permute_interleaved_to_rotate_half(at::zeros({8}), 2), Error);
 }

@@ -147,52 +147,54 @@ TEST(Safetensors, HostileFilesGiveErrorsNotCrashes) {
   const std::string ok_entry = R"("t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
   const std::string data8(8, '\0');
   int k = 0;
-  auto check = [&](const std::function<void(const std::string&)>& make, const std::string& why) {
+  // Each file must fail for its own reason: the message names the file and contains `reason`.
+  auto check = [&](const std::function<void(const std::string&)>& make, const std::string& why, const std::string& reason) {
     std::string p = dir + "/bad" + std::to_string(k++) + ".safetensors";
     make(p);
     SCOPED_TRACE(why);
     expect_error([&] { SafetensorsFile f(p); }, p);
+    expect_error([&] { SafetensorsFile f(p); }, reason);
   };
   // Sanity: the well-formed version of these files loads.
   write_raw(dir + "/good.safetensors", "{" + ok_entry + "}", data8);
   EXPECT_NO_THROW(SafetensorsFile(dir + "/good.safetensors"));
 
-  check([](auto& p) { std::ofstream(p, std::ios::binary) << "abc"; }, "shorter than the length field");
-  check([](auto& p) { std::ofstream(p, std::ios::binary); }, "empty file");
-  check([&](auto& p) { write_raw(p, 1000, "{" + ok_entry + "}", data8); }, "header length past the end");
-  check([&](auto& p) { write_raw(p, 1ull << 62, "{}", ""); }, "absurd header length");
-  check([&](auto& p) { write_raw(p, "{" + ok_entry, data8); }, "JSON cut short");
-  check([&](auto& p) { write_raw(p, "[1,2]", ""); }, "header not an object");
+  check([](auto& p) { std::ofstream(p, std::ios::binary) << "abc"; }, "shorter than the length field", "too short");
+  check([](auto& p) { std::ofstream(p, std::ios::binary); }, "empty file", "too short");
+  check([&](auto& p) { write_raw(p, 1000, "{" + ok_entry + "}", data8); }, "header length past the end", "is larger than");
+  check([&](auto& p) { write_raw(p, 1ull << 62, "{}", ""); }, "absurd header length", "limit");
+  check([&](auto& p) { write_raw(p, "{" + ok_entry, data8); }, "JSON cut short", "not valid JSON");
+  check([&](auto& p) { write_raw(p, "[1,2]", ""); }, "header not an object", "must be a JSON object");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", data8); },
-        "offsets past the end of the data");
+        "offsets past the end of the data", "run past the data section");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data8); },
-        "shape x dtype != byte span");
+        "shape x dtype != byte span", "needs 12 bytes");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F8_E9M9","shape":[2],"data_offsets":[0,2]}})", data8); },
-        "unknown dtype");
+        "unknown dtype", "unknown safetensors dtype");
   check([&](auto& p) {
     write_raw(p, R"({"t":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}})", data8);
-  }, "shape product overflows 64 bits");
+  }, "shape product overflows 64 bits", "overflows");
   check([&](auto& p) {
     write_raw(p, R"({"t":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}})", data8);
-  }, "element count fits but bytes overflow");
+  }, "element count fits but bytes overflow", "overflows");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data8); },
-        "negative dimension");
+        "negative dimension", "non-negative");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", data8); },
-        "begin > end");
+        "begin > end", "begin > end");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", data8); },
-        "one offset only");
+        "one offset only", "[begin, end]");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", data8); },
-        "negative offset");
-  check([&](auto& p) { write_raw(p, R"({"t":{"shape":[2],"data_offsets":[0,8]}})", data8); }, "no dtype");
+        "negative offset", "non-negative");
+  check([&](auto& p) { write_raw(p, R"({"t":{"shape":[2],"data_offsets":[0,8]}})", data8); }, "no dtype", "'dtype' missing");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", data8); },
-        "fractional dimension");
+        "fractional dimension", "non-negative integers");
   check([&](auto& p) { write_raw(p, R"({"__metadata__":{"step":3},)" + ok_entry + "}", data8); },
-        "metadata value not a string");
+        "metadata value not a string", "string value");
   // The real fixture cut in half: header intact, data truncated.
   check([&](auto& p) {
     std::string full = slurp(test::repo_path("models/stories260K/model.safetensors"));
     std::ofstream(p, std::ios::binary) << full.substr(0, full.size() / 2);
-  }, "truncated real checkpoint");
+  }, "truncated real checkpoint", "run past the data section");
   expect_error([&] { SafetensorsFile f(dir + "/does_not_exist.safetensors"); }, "does_not_exist.safetensors");
   fs::remove_all(dir);
 }
