@@ -15,7 +15,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const torch::TensorOptions& o
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   auto h = x.to(torch::kFloat32);
   h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * h.to(x.scalar_type());
+  return weight.to(x.scalar_type()) * h.to(x.scalar_type());
 }
 
 SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& c, const torch::TensorOptions& opts)
@@ -82,18 +82,21 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const torch::TensorOptions&
 // input, with the RNG state of the first run (LoRA dropout draws the same mask), and back-propagates
 // through the recomputed graph, which accumulates the parameter gradients directly.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  // Only defined tensors may be Function inputs, so the layer and its AttentionContext travel as pointers
+  // (both outlive the call) and the context's tensors are kept in saved_data for backward.
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, int64_t layer_ptr,
-                               torch::Tensor cos, torch::Tensor sin, torch::Tensor mask, int64_t impl) {
+                               int64_t actx_ptr) {
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(layer_ptr);
+    const auto& actx = *reinterpret_cast<const AttentionContext*>(actx_ptr);
     auto gen = at::globalContext().defaultGenerator(x.device());
     ctx->saved_data["rng"] = gen.get_state();
     ctx->saved_data["layer"] = layer_ptr;
-    ctx->saved_data["cos"] = cos;
-    ctx->saved_data["sin"] = sin;
-    ctx->saved_data["mask"] = mask;
-    ctx->saved_data["impl"] = impl;
+    ctx->saved_data["cos"] = actx.cos;
+    ctx->saved_data["sin"] = actx.sin;
+    ctx->saved_data["has_mask"] = actx.mask.defined();
+    if (actx.mask.defined()) ctx->saved_data["mask"] = actx.mask;
+    ctx->saved_data["impl"] = static_cast<int64_t>(actx.impl);
     ctx->save_for_backward({x});
-    AttentionContext actx{cos, sin, mask, -1, static_cast<AttnBackend>(impl)};
     return layer->forward(x, actx);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -101,8 +104,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
     auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     AttentionContext actx{ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(),
-                          ctx->saved_data["mask"].toTensor(), -1,
-                          static_cast<AttnBackend>(ctx->saved_data["impl"].toInt())};
+                          ctx->saved_data["has_mask"].toBool() ? ctx->saved_data["mask"].toTensor() : torch::Tensor(),
+                          -1, static_cast<AttnBackend>(ctx->saved_data["impl"].toInt())};
     auto gen = at::globalContext().defaultGenerator(x.device());
     auto now = gen.get_state();
     gen.set_state(ctx->saved_data["rng"].toTensor());
@@ -113,11 +116,12 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     }
     gen.set_state(now);
     torch::autograd::backward({y}, {grad_out[0]});
-    return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {x.grad(), torch::Tensor(), torch::Tensor()};
   }
 };
 
-CausalLMImpl::CausalLMImpl(const ModelConfig& c, const torch::TensorOptions& opts) : config_(c) {
+CausalLMImpl::CausalLMImpl(const ModelConfig& c, const torch::TensorOptions& opts)
+    : config_(c), dtype_(c10::typeMetaToScalarType(opts.dtype())) {
   if (c.hidden_size <= 0 || c.num_hidden_layers <= 0 || c.num_attention_heads <= 0 || c.head_dim <= 0 ||
       c.num_key_value_heads <= 0 || c.num_attention_heads % c.num_key_value_heads != 0 || c.head_dim % 2 != 0)
     fail("model config: inconsistent sizes (hidden ", c.hidden_size, ", heads ", c.num_attention_heads, ", kv heads ",
@@ -132,7 +136,7 @@ torch::Tensor CausalLMImpl::head_weight() {
 
 torch::Tensor CausalLMImpl::logits(const torch::Tensor& hidden) {
   if (!lm_head.is_empty()) return lm_head(hidden);
-  return torch::nn::functional::linear(hidden, model->embed_tokens->weight);
+  return torch::nn::functional::linear(hidden, model->embed_tokens->weight.to(hidden.scalar_type()));
 }
 
 torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
@@ -141,7 +145,7 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
   auto pos = position_ids.defined()
                  ? position_ids
                  : torch::arange(T, input_ids.options().dtype(torch::kLong)).unsqueeze(0).expand({B, T});
-  auto h = model->embed_tokens(input_ids);
+  auto h = model->embed_tokens(input_ids).to(dtype_);
   auto [cos, sin] = rope_cos_sin(pos, config_.head_dim, config_.rope_theta, h.scalar_type());
   AttentionContext ctx{cos, sin, {}, -1, attn_impl_};
   if (doc_ids.defined() || config_.sliding_window) {
@@ -149,11 +153,13 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
     ctx.mask = attention_mask(slots, T, doc_ids, doc_ids, {}, config_.sliding_window);
   }
   bool ckpt = checkpointing_ && torch::GradMode::is_enabled();
+  // A checkpointed block's output needs grad only if an input does; the frozen embedding output does not,
+  // so make it a leaf that asks for one (a [B, T, D] gradient, small next to the activations saved).
+  if (ckpt && !h.requires_grad()) h = h.detach().requires_grad_(true);
   for (auto& m : *model->layers) {
     auto* layer = m->as<DecoderLayerImpl>();
     if (ckpt)
-      h = CheckpointedLayer::apply(h, reinterpret_cast<int64_t>(layer), ctx.cos, ctx.sin, ctx.mask,
-                                   static_cast<int64_t>(ctx.impl));
+      h = CheckpointedLayer::apply(h, reinterpret_cast<int64_t>(layer), reinterpret_cast<int64_t>(&ctx));
     else
       h = layer->forward(h, ctx);
   }
@@ -162,11 +168,11 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
 
 KVCache CausalLMImpl::new_cache(int64_t batch, int64_t capacity) {
   KVCache c;
-  auto w = model->embed_tokens->weight;
+  auto opts = model->embed_tokens->weight.options().dtype(dtype_);
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i)
-    c.layers.push_back({torch::zeros({batch, config_.num_key_value_heads, capacity, config_.head_dim}, w.options()),
-                        torch::zeros({batch, config_.num_key_value_heads, capacity, config_.head_dim}, w.options())});
-  c.valid = torch::zeros({batch, capacity}, w.options().dtype(torch::kBool));
+    c.layers.push_back({torch::zeros({batch, config_.num_key_value_heads, capacity, config_.head_dim}, opts),
+                        torch::zeros({batch, config_.num_key_value_heads, capacity, config_.head_dim}, opts)});
+  c.valid = torch::zeros({batch, capacity}, opts.dtype(torch::kBool));
   c.capacity = capacity;
   return c;
 }
@@ -177,7 +183,7 @@ torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& input_ids, const
   if (cache.length + T > cache.capacity)
     fail("KV cache full: ", cache.length, " + ", T, " tokens > capacity ", cache.capacity);
   cache.valid.narrow(1, cache.length, T).copy_(valid.defined() ? valid : torch::ones({B, T}, cache.valid.options()));
-  auto h = model->embed_tokens(input_ids);
+  auto h = model->embed_tokens(input_ids).to(dtype_);
   auto [cos, sin] = rope_cos_sin(position_ids, config_.head_dim, config_.rope_theta, h.scalar_type());
   auto slots = torch::arange(cache.length, cache.length + T, input_ids.options().dtype(torch::kLong))
                    .unsqueeze(0).expand({B, T});

@@ -109,11 +109,13 @@ class CausalLMImpl : public torch::nn::Module {
   void set_adapters_enabled(bool on);  // every LoRA adapter on or off at once
 
   const ModelConfig& config() const { return config_; }
+  c10::ScalarType dtype() const { return dtype_; }
   LlamaModel model{nullptr};
   Linear lm_head{nullptr};  // nullptr when tie_word_embeddings
 
  private:
   ModelConfig config_;
+  c10::ScalarType dtype_;  // compute dtype of activations (the base weights' dtype)
   AttnBackend attn_impl_ = AttnBackend::Auto;
   bool checkpointing_ = false;
 };

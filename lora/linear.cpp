@@ -38,7 +38,9 @@ void LinearImpl::remove_lora() {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  auto y = torch::nn::functional::linear(x, weight);
+  // A fully trained layer keeps an fp32 master weight; compute in the activations' dtype.
+  auto w = weight.scalar_type() == x.scalar_type() ? weight : weight.to(x.scalar_type());
+  auto y = torch::nn::functional::linear(x, w);
   if (!has_lora() || !adapter_enabled_) return y;
   auto h = x.to(lora_A->weight.scalar_type());
   if (spec_.dropout > 0 && is_training()) h = torch::dropout(h, spec_.dropout, /*train=*/true);

@@ -1,0 +1,74 @@
+// Model preparation shared by every training stage (see core/prepare.h).
+#include "core/prepare.h"
+#include <filesystem>
+#include "core/error.h"
+#include "core/loader.h"
+#include "core/runtime.h"
+
+namespace fs = std::filesystem;
+
+namespace affinage {
+
+std::string find_tokenizer(const std::string& model_dir) {
+  for (auto name : {"tokenizer.model", "tokenizer.model.v3", "tokenizer.model.v1"}) {
+    auto p = fs::path(model_dir) / name;
+    if (fs::exists(p)) return p.string();
+  }
+  fail("model folder ", model_dir, ": no tokenizer.model (SentencePiece) found; copy the base model's tokenizer.model there");
+}
+
+PreparedModel prepare_model(const Recipe& r) {
+  set_threads(static_cast<int>(r.threads));
+  PreparedModel pm;
+  pm.device = pick_device(r.device);
+  pm.tokenizer = Tokenizer::load(find_tokenizer(r.model));
+  pm.model = load_model(r.model, parse_dtype(r.dtype), pm.device);
+  auto& m = *pm.model;
+  for (auto& p : m.parameters()) p.set_requires_grad(false);
+  if (!r.lora.init_from.empty()) {
+    pm.adapter = load_adapter(m, r.lora.init_from);
+  } else if (r.lora.enabled) {
+    inject_lora(m, r.lora, r.seed);
+    pm.adapter.r = r.lora.r;
+    pm.adapter.alpha = r.lora.alpha;
+    pm.adapter.dropout = r.lora.dropout;
+    pm.adapter.rslora = r.lora.rslora;
+    pm.adapter.target_modules = expand_lora_targets(r.lora.targets);
+    pm.adapter.rank_pattern = r.lora.rank_pattern;
+    pm.adapter.alpha_pattern = r.lora.alpha_pattern;
+  }
+  pm.adapter.base_model = r.model;
+  // Fully trained modules: an fp32 master copy replaces the base-dtype weight (layers cast on the fly).
+  for (auto& frag : r.train.train_modules) {
+    bool any = false;
+    for (auto& p : m.named_parameters()) {
+      const auto& name = p.key();
+      if (name.find(frag) == std::string::npos || name.find("lora_") != std::string::npos) continue;
+      torch::NoGradGuard ng;
+      p.value().set_data(p.value().to(torch::kFloat32));
+      any = true;
+    }
+    if (!any) fail("recipe ", r.source_path, ": train.train_modules entry '", frag, "' matches no parameter");
+  }
+  for (auto& p : m.named_parameters()) {
+    const auto& name = p.key();
+    bool lora = name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
+    bool full = false;
+    for (auto& frag : r.train.train_modules) full = full || (!lora && name.find(frag) != std::string::npos);
+    if (!lora && !full) continue;
+    p.value().set_requires_grad(true);
+    pm.trainable.push_back({name, p.value(), wants_weight_decay(name, p.value())});
+    if (full) pm.adapter.modules_to_save.push_back(name);
+  }
+  return pm;
+}
+
+void save_adapter_artifacts(PreparedModel& pm, const std::string& dir) {
+  std::map<std::string, at::Tensor> extra;
+  for (auto& name : pm.adapter.modules_to_save)
+    for (auto& p : pm.trainable)
+      if (p.name == name) extra[name] = p.param.detach();
+  save_peft_adapter(*pm.model, pm.adapter, dir, extra);
+}
+
+}  // namespace affinage

@@ -1,0 +1,48 @@
+// Loss and perplexity on a JSONL file (see eval/perplexity.h).
+#include "eval/perplexity.h"
+#include <cmath>
+#include "core/chat.h"
+#include "core/loss.h"
+#include "datasets/sft_data.h"
+
+namespace affinage {
+
+nlohmann::json LossEval::to_json() const {
+  return {{"loss", loss}, {"perplexity", perplexity}, {"tokens", tokens}, {"documents", documents}, {"truncated", truncated}};
+}
+
+LossEval evaluate_loss(CausalLMImpl& m, const Tokenizer& tok, const std::string& file, int64_t seq_len, int64_t batch,
+                       const std::string& format) {
+  torch::NoGradGuard ng;
+  if (seq_len <= 0) seq_len = m.config().max_position_embeddings;
+  DataSource src;
+  src.path = file;
+  src.format = format;
+  auto samples = load_sft_file(src, tok, detect_chat_format(tok), {});
+  DataStats st;
+  LossEval r;
+  r.documents = samples.size();
+  truncate_samples(samples, seq_len, "right", st);
+  r.truncated = st.truncated;
+  auto rows = make_rows(samples, seq_len, /*packing=*/true, st);
+  auto dev = m.head_weight().device();
+  double total = 0;
+  for (size_t s = 0; s < rows.size(); s += batch) {
+    size_t e = std::min(rows.size(), s + batch);
+    int64_t B = e - s, T = seq_len;
+    auto make = [&](auto field) {
+      auto t = at::empty({B, T}, at::kLong);
+      for (int64_t b = 0; b < B; ++b) std::copy((rows[s + b].*field).begin(), (rows[s + b].*field).end(), t.data_ptr<int64_t>() + b * T);
+      return t.to(dev);
+    };
+    auto h = m.hidden_states(make(&Row::input_ids), make(&Row::position_ids), make(&Row::doc_ids));
+    auto l = token_nll(m, h, make(&Row::targets));
+    total += l.sum.item<double>();
+    r.tokens += l.count;
+  }
+  r.loss = r.tokens > 0 ? total / double(r.tokens) : 0.0;
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+
+}  // namespace affinage
