@@ -489,21 +489,12 @@ TEST(Recipe, EveryBundledRecipeParses) {
   Recipe s = load_recipe(test::repo_path("recipes/stories260k_sft.json"));
   EXPECT_EQ(s.model, "models/stories260K");
   EXPECT_TRUE(fs::exists(test::repo_path(s.model) + "/config.json"));
-  EXPECT_EQ(s.data.train.at(0).path, "datasets/data/stories_sft.jsonl");
-  EXPECT_EQ(s.data.seq_len, 256);
+  // the files it names ship with the repo (paths resolve against the repository root, where it is run)
+  for (auto& d : s.data.train) EXPECT_TRUE(fs::exists(test::repo_path(d.path))) << d.path;
+  ASSERT_TRUE(s.data.eval.has_value());
+  EXPECT_TRUE(fs::exists(test::repo_path(s.data.eval->path))) << s.data.eval->path;
   EXPECT_TRUE(s.data.packing);
-  EXPECT_EQ(s.lora.r, 8);
-  EXPECT_EQ(s.lora.alpha, 16.0);
   EXPECT_EQ(s.lora.targets, (std::vector<std::string>{"all-linear"}));
-  EXPECT_EQ(s.optim.lr, 3e-3);
-  EXPECT_EQ(s.schedule.type, "cosine");
-  EXPECT_EQ(s.schedule.warmup_steps, 10);
-  EXPECT_EQ(s.train.batch_size, 8);
-  EXPECT_EQ(s.train.grad_accum, 1);
-  EXPECT_EQ(s.train.max_steps, 100);
-  EXPECT_EQ(s.checkpoint.every, 50);
-  EXPECT_EQ(s.checkpoint.keep, 2);
-  EXPECT_EQ(s.eval.every, 25);
   EXPECT_EQ(s.dtype, "f32");
   EXPECT_EQ(s.output_dir, "runs/stories260k_sft");
 
