@@ -11,14 +11,8 @@ using affinage::test::data_path;
 
 namespace {
 
-std::shared_ptr<Tokenizer> v1() {
-  static auto t = Tokenizer::load(data_path("tokenizers/mistral_v1/tokenizer.model"));
-  return t;
-}
-std::shared_ptr<Tokenizer> v3() {
-  static auto t = Tokenizer::load(data_path("tokenizers/mistral_v3/tokenizer.model"));
-  return t;
-}
+std::shared_ptr<Tokenizer> v1() { return affinage::test::mistral_v1_tokenizer(); }
+std::shared_ptr<Tokenizer> v3() { return affinage::test::mistral_v3_tokenizer(); }
 
 // Expected output assembled piece by piece.
 struct Expect {
@@ -38,15 +32,7 @@ const std::vector<Message> kChat = {
     {"assistant", "6, and <s>.", 1.0},
 };
 
-template <class F>
-void expect_error(F&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an affinage::Error";
-  } catch (const Error& e) {
-    for (auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "'" << p << "' not in: " << e.what();
-  }
-}
+using affinage::test::expect_error;
 
 }  // namespace
 

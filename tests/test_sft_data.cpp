@@ -18,18 +18,9 @@ using nlohmann::json;
 using test::data_path;
 using test::repo_path;
 
-std::shared_ptr<Tokenizer> v1() {
-  static auto t = Tokenizer::load(data_path("tokenizers/mistral_v1/tokenizer.model"));
-  return t;
-}
-std::shared_ptr<Tokenizer> v3() {
-  static auto t = Tokenizer::load(data_path("tokenizers/mistral_v3/tokenizer.model"));
-  return t;
-}
-std::shared_ptr<Tokenizer> stories() {
-  static auto t = Tokenizer::load(repo_path("models/stories260K/tokenizer.model"));
-  return t;
-}
+std::shared_ptr<Tokenizer> v1() { return affinage::test::mistral_v1_tokenizer(); }
+std::shared_ptr<Tokenizer> v3() { return affinage::test::mistral_v3_tokenizer(); }
+std::shared_ptr<Tokenizer> stories() { return affinage::test::stories_tokenizer(); }
 
 std::vector<int> cat(std::initializer_list<std::vector<int>> parts) {
   std::vector<int> out;

@@ -16,14 +16,8 @@ using affinage::test::repo_path;
 
 namespace {
 
-std::shared_ptr<Tokenizer> v1() {
-  static auto t = Tokenizer::load(data_path("tokenizers/mistral_v1/tokenizer.model"));
-  return t;
-}
-std::shared_ptr<Tokenizer> v3() {
-  static auto t = Tokenizer::load(data_path("tokenizers/mistral_v3/tokenizer.model"));
-  return t;
-}
+std::shared_ptr<Tokenizer> v1() { return affinage::test::mistral_v1_tokenizer(); }
+std::shared_ptr<Tokenizer> v3() { return affinage::test::mistral_v3_tokenizer(); }
 
 nlohmann::json js_cases() {
   std::ifstream f(data_path("mistral-tokenizer-js_cases.json"));
@@ -41,15 +35,7 @@ void write_file(const std::string& path, const std::string& bytes) {
 }
 
 // Expects `fn` to throw affinage::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an affinage::Error";
-  } catch (const Error& e) {
-    for (auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "'" << p << "' not in: " << e.what();
-  }
-}
+using affinage::test::expect_error;
 
 }  // namespace
 

@@ -198,3 +198,22 @@ TEST(Train, SftLowersHeldOutLoss) {
   std::cerr << "held-out loss " << before << " -> " << after << "\n";
   EXPECT_LT(after, before - 0.3);  // Shakespeare is far from TinyStories: a real adaptation shows
 }
+
+TEST(Train, FullFineTuningOfChosenModulesOnly) {
+  auto r = small_recipe("full_norms");
+  r.lora.enabled = false;
+  r.train.train_modules = {"norm"};
+  r.train.max_steps = 1;
+  r.schedule.warmup_steps = 0;
+  r.data.eval.reset();
+  run_sft(r, false);
+  auto base = load_model(r.model, torch::kFloat32);
+  auto tuned = load_model(r.model, torch::kFloat32);
+  auto info = load_peft_adapter(*tuned, r.output_dir + "/adapter");
+  EXPECT_EQ(info.modules_to_save.size(), 5u * 2u + 1u);  // two norms per layer + the final norm
+  auto bp = base->named_parameters();
+  for (auto& p : tuned->named_parameters()) {
+    bool norm = p.key().find("norm") != std::string::npos;
+    EXPECT_EQ(torch::equal(p.value().to(torch::kFloat32), bp[p.key()]), !norm) << p.key();
+  }
+}

@@ -61,4 +61,17 @@ CmdResult run_cli(const std::string& args) {
   return r;
 }
 
+std::shared_ptr<Tokenizer> mistral_v1_tokenizer() {
+  static auto t = Tokenizer::load(data_path("tokenizers/mistral_v1/tokenizer.model"));
+  return t;
+}
+std::shared_ptr<Tokenizer> mistral_v3_tokenizer() {
+  static auto t = Tokenizer::load(data_path("tokenizers/mistral_v3/tokenizer.model"));
+  return t;
+}
+std::shared_ptr<Tokenizer> stories_tokenizer() {
+  static auto t = Tokenizer::load(repo_path("models/stories260K/tokenizer.model"));
+  return t;
+}
+
 }  // namespace affinage::test

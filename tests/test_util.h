@@ -1,9 +1,13 @@
 // Shared test helpers: fixture paths, temporary folders, tensor comparison that names the worst element,
 // and running the CLI binary.
 #pragma once
+#include <initializer_list>
+#include <memory>
 #include <string>
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include "core/error.h"
+#include "core/tokenizer.h"
 
 namespace affinage::test {
 
@@ -18,5 +22,21 @@ std::string temp_dir(const std::string& tag);   // fresh empty folder under the 
 struct CmdResult { int code; std::string out; std::string err; };
 // Runs build/affinage with `args` (shell-quoted by the caller), capturing stdout and stderr.
 CmdResult run_cli(const std::string& args);
+
+// The tokenizers the tests use, loaded once per process.
+std::shared_ptr<Tokenizer> mistral_v1_tokenizer();  // tests/data/tokenizers/mistral_v1
+std::shared_ptr<Tokenizer> mistral_v3_tokenizer();  // tests/data/tokenizers/mistral_v3
+std::shared_ptr<Tokenizer> stories_tokenizer();     // models/stories260K/tokenizer.model
+
+// Expects fn() to throw affinage::Error whose message contains every one of `parts`.
+template <class F>
+void expect_error(F&& fn, std::initializer_list<std::string> parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an affinage::Error";
+  } catch (const affinage::Error& e) {
+    for (auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "'" << p << "' not in: " << e.what();
+  }
+}
 
 }  // namespace affinage::test
