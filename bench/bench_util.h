@@ -14,8 +14,8 @@ inline double now_s() {
 }
 
 // Best-of-N GFLOP/s of an [m,k]x[k,n] matmul in `dtype` on `dev` (the peak MFU is measured against).
-inline double matmul_peak_gflops(torch::ScalarType dtype, torch::Device dev, int64_t m = 2048, int64_t k = 4096,
-                                 int64_t n = 4096, int reps = 3) {
+inline double matmul_peak_gflops(torch::ScalarType dtype, torch::Device dev, int64_t m = 1024, int64_t k = 2048,
+                                 int64_t n = 2048, int reps = 3) {
   auto a = torch::randn({m, k}, torch::TensorOptions().device(dev)).to(dtype);
   auto b = torch::randn({k, n}, torch::TensorOptions().device(dev)).to(dtype);
   torch::matmul(a, b);  // warm-up (oneDNN picks its kernel here)

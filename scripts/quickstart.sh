@@ -25,7 +25,7 @@ after=$($A eval --model $M --adapter $OUT/adapter --data $EVAL --json)
 echo "$after"
 
 echo "== 5. what the adapted model writes now =="
-$A generate --model $M --adapter $OUT/adapter --prompt "KING" --max-new-tokens 60
+$A generate --model $M --adapter $OUT/adapter --prompt "KING" --max-new-tokens 60 --temperature 0.8 --top-p 0.9 --seed 1
 
 loss() { sed -E 's/.*"loss":([0-9.eE+-]+).*/\1/' <<<"$1"; }
 ppl() { sed -E 's/.*"perplexity":([0-9.eE+-]+).*/\1/' <<<"$1"; }
