@@ -62,7 +62,8 @@ TrainSummary train_loop(const Recipe& r, CausalLMImpl& model, std::vector<NamedP
     } else {
       std::cerr << "no checkpoint in " << out << "/checkpoints: starting from step 0\n";
     }
-  } else {
+  }
+  if (start == 0) {
     torch::manual_seed(r.seed);  // LoRA dropout draws from here
     std::ofstream(out + "/metrics.jsonl", std::ios::trunc);
   }

@@ -2,8 +2,7 @@
 #include "eval/perplexity.h"
 #include <cmath>
 #include "core/chat.h"
-#include "core/loss.h"
-#include "datasets/sft_data.h"
+#include "datasets/row_batch.h"
 
 namespace affinage {
 
@@ -28,15 +27,9 @@ LossEval evaluate_loss(CausalLMImpl& m, const Tokenizer& tok, const std::string&
   auto dev = m.head_weight().device();
   double total = 0;
   for (size_t s = 0; s < rows.size(); s += batch) {
-    size_t e = std::min(rows.size(), s + batch);
-    int64_t B = e - s, T = seq_len;
-    auto make = [&](auto field) {
-      auto t = at::empty({B, T}, at::kLong);
-      for (int64_t b = 0; b < B; ++b) std::copy((rows[s + b].*field).begin(), (rows[s + b].*field).end(), t.data_ptr<int64_t>() + b * T);
-      return t.to(dev);
-    };
-    auto h = m.hidden_states(make(&Row::input_ids), make(&Row::position_ids), make(&Row::doc_ids));
-    auto l = token_nll(m, h, make(&Row::targets));
+    std::vector<int64_t> idx;
+    for (size_t i = s; i < std::min(rows.size(), s + batch); ++i) idx.push_back(i);
+    auto l = row_batch_nll(m, rows_to_batch(rows, idx, dev));
     total += l.sum.item<double>();
     r.tokens += l.count;
   }

@@ -3,36 +3,21 @@
 #include <filesystem>
 #include <iostream>
 #include "core/error.h"
-#include "core/loss.h"
 #include "core/prepare.h"
 #include "core/safetensors.h"
-#include "datasets/sft_data.h"
+#include "datasets/row_batch.h"
 
 namespace fs = std::filesystem;
 
 namespace affinage {
 
-// Rows → tensors on the device: input_ids, targets, position_ids, doc_ids, each [B, T].
-static std::vector<at::Tensor> to_tensors(const std::vector<Row>& rows, const std::vector<int64_t>& idx, c10::Device dev) {
-  int64_t B = idx.size(), T = rows[idx[0]].input_ids.size();
-  std::vector<at::Tensor> out;
-  for (auto field : {&Row::input_ids, &Row::targets, &Row::position_ids, &Row::doc_ids}) {
-    auto t = at::empty({B, T}, at::kLong);
-    auto* p = t.data_ptr<int64_t>();
-    for (int64_t b = 0; b < B; ++b) std::copy((rows[idx[b]].*field).begin(), (rows[idx[b]].*field).end(), p + b * T);
-    out.push_back(t.to(dev));
-  }
-  return out;
-}
-
 static StepLoss rows_loss(CausalLMImpl& m, const std::vector<Row>& rows, const std::vector<int64_t>& idx, c10::Device dev) {
-  auto t = to_tensors(rows, idx, dev);
-  auto hidden = m.hidden_states(t[0], t[2], t[3]);
-  auto l = token_nll(m, hidden, t[1]);
+  auto batch = rows_to_batch(rows, idx, dev);
+  auto l = row_batch_nll(m, batch);
   StepLoss s;
   s.sum = l.sum;
   s.units = double(l.count);
-  s.tokens = (t[3] >= 0).sum().item<int64_t>();
+  s.tokens = batch.real_tokens();
   return s;
 }
 
@@ -43,6 +28,7 @@ SftResult run_sft(const Recipe& r, bool resume) {
   model.set_activation_checkpointing(r.train.activation_checkpointing);
 
   // 2. data: every row validated before the first step
+  fs::create_directories(r.output_dir);
   SftData data = build_sft_data(r.data, *pm.tokenizer, r.seed);
   SftResult res;
   res.data_stats = {{"train", data.train_stats.to_json()}, {"eval", data.eval_stats.to_json()}};

@@ -217,3 +217,17 @@ TEST(Train, FullFineTuningOfChosenModulesOnly) {
     EXPECT_EQ(torch::equal(p.value().to(torch::kFloat32), bp[p.key()]), !norm) << p.key();
   }
 }
+
+TEST(Train, NonFiniteLossStopsTheRunAndNamesTheLastCheckpoint) {
+  auto r = small_recipe("nan");
+  r.optim.lr = 1e30;  // the first update blows the adapter up; the next loss is not finite
+  r.optim.grad_clip = 0;
+  r.schedule.warmup_steps = 0;
+  r.schedule.type = "constant";
+  r.checkpoint.every = 1;
+  r.data.eval.reset();
+  affinage::test::expect_error([&] { run_sft(r, false); }, {"step 2", "training loss is", "step-00000001"});
+  EXPECT_TRUE(fs::exists(r.output_dir + "/checkpoints/step-00000001/state.json"));
+  EXPECT_FALSE(fs::exists(r.output_dir + "/checkpoints/step-00000002"));
+  EXPECT_FALSE(fs::exists(r.output_dir + "/adapter"));  // no final adapter from a failed run
+}
