@@ -18,14 +18,7 @@ const std::string kStories = test::repo_path("models/stories260K");
 
 json stories_config() { return json::parse(read_file(kStories + "/config.json")); }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using affinage::test::error_of;
 
 #define EXPECT_ERROR_HAS(stmt, needle)                                                   \
   do {                                                                                   \

@@ -50,14 +50,7 @@ std::string write_file(const std::string& name, const std::string& text) {
   return path;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using affinage::test::error_of;
 
 TEST(SftRender, TextIsBosTextEosAllButBosTrained) {
   for (auto tok : {v1(), stories()}) {

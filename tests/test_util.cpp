@@ -61,6 +61,15 @@ CmdResult run_cli(const std::string& args) {
   return r;
 }
 
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const affinage::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 std::shared_ptr<Tokenizer> mistral_v1_tokenizer() {
   static auto t = Tokenizer::load(data_path("tokenizers/mistral_v1/tokenizer.model"));
   return t;

@@ -1,6 +1,7 @@
 // Shared test helpers: fixture paths, temporary folders, tensor comparison that names the worst element,
 // and running the CLI binary.
 #pragma once
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -27,6 +28,9 @@ CmdResult run_cli(const std::string& args);
 std::shared_ptr<Tokenizer> mistral_v1_tokenizer();  // tests/data/tokenizers/mistral_v1
 std::shared_ptr<Tokenizer> mistral_v3_tokenizer();  // tests/data/tokenizers/mistral_v3
 std::shared_ptr<Tokenizer> stories_tokenizer();     // models/stories260K/tokenizer.model
+
+// The message of the affinage::Error that fn() throws, or "(no error)".
+std::string error_of(const std::function<void()>& fn);
 
 // Expects fn() to throw affinage::Error whose message contains every one of `parts`.
 template <class F>
