@@ -1,6 +1,7 @@
 // Model preparation shared by every training stage (see core/prepare.h).
 #include "core/prepare.h"
 #include <filesystem>
+#include <set>
 #include "core/error.h"
 #include "core/loader.h"
 #include "core/runtime.h"
@@ -38,28 +39,26 @@ PreparedModel prepare_model(const Recipe& r) {
     pm.adapter.alpha_pattern = r.lora.alpha_pattern;
   }
   pm.adapter.base_model = r.model;
-  // Fully trained modules: an fp32 master copy replaces the base-dtype weight (layers cast on the fly).
-  for (auto& frag : r.train.train_modules) {
-    bool any = false;
-    for (auto& p : m.named_parameters()) {
-      const auto& name = p.key();
-      if (name.find(frag) == std::string::npos || name.find("lora_") != std::string::npos) continue;
-      torch::NoGradGuard ng;
-      p.value().set_data(p.value().to(torch::kFloat32));
-      any = true;
-    }
-    if (!any) fail("recipe ", r.source_path, ": train.train_modules entry '", frag, "' matches no parameter");
-  }
+  // Trainable: every LoRA weight, and the parameters named by train.train_modules, whose base-dtype weight
+  // is replaced by an fp32 master copy (layers cast it to the activations' dtype on the fly).
+  std::set<std::string> unmatched(r.train.train_modules.begin(), r.train.train_modules.end());
   for (auto& p : m.named_parameters()) {
     const auto& name = p.key();
     bool lora = name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
     bool full = false;
-    for (auto& frag : r.train.train_modules) full = full || (!lora && name.find(frag) != std::string::npos);
+    for (auto& frag : r.train.train_modules)
+      if (!lora && name.find(frag) != std::string::npos) full = true, unmatched.erase(frag);
     if (!lora && !full) continue;
+    if (full) {
+      torch::NoGradGuard ng;
+      p.value().set_data(p.value().to(torch::kFloat32));
+      pm.adapter.modules_to_save.push_back(name);
+    }
     p.value().set_requires_grad(true);
     pm.trainable.push_back({name, p.value(), wants_weight_decay(name, p.value())});
-    if (full) pm.adapter.modules_to_save.push_back(name);
   }
+  if (!unmatched.empty())
+    fail("recipe ", r.source_path, ": train.train_modules entry '", *unmatched.begin(), "' matches no parameter");
   return pm;
 }
 
