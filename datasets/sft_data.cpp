@@ -4,46 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <numeric>
 #include <random>
-#include <sstream>
 #include "core/error.h"
+#include "datasets/jsonl.h"
+#include "datasets/mixture.h"
 
 namespace affinage {
 namespace {
-
-std::string type_name(const nlohmann::json& v) {
-  if (v.is_null()) return "null";
-  if (v.is_boolean()) return "a boolean";
-  if (v.is_number()) return "a number";
-  if (v.is_string()) return "a string";
-  if (v.is_array()) return "an array";
-  return "an object";
-}
-
-// A required string field; `what` names it in the error ("messages[2].content").
-const std::string& get_string(const nlohmann::json& obj, const std::string& key, const std::string& what,
-                              const std::string& where, bool allow_empty) {
-  auto it = obj.find(key);
-  if (it == obj.end()) fail(where, ": field '", what, "': missing");
-  if (!it->is_string()) fail(where, ": field '", what, "': must be a string, got ", type_name(*it));
-  const std::string& s = it->get_ref<const std::string&>();
-  if (!allow_empty && s.empty()) fail(where, ": field '", what, "': empty; remove the row or give it text");
-  return s;
-}
-
-// Renames the file's column names to the canonical ones ({"prompt":"question"}: "question" becomes "prompt").
-nlohmann::json apply_columns(const nlohmann::json& row, const std::map<std::string, std::string>& columns) {
-  if (columns.empty()) return row;
-  nlohmann::json out = row;
-  for (const auto& [canonical, name] : columns) {
-    if (canonical == name || !row.contains(name)) continue;
-    out[canonical] = row[name];
-    out.erase(name);
-  }
-  return out;
-}
 
 Sample render_text(const nlohmann::json& row, const Tokenizer& tok, const std::string& where) {
   const std::string& text = get_string(row, "text", "text", where, false);
@@ -60,27 +28,7 @@ Sample render_text(const nlohmann::json& row, const Tokenizer& tok, const std::s
 Sample render_messages(const nlohmann::json& row, const Tokenizer& tok, ChatFormat chat, const std::string& where) {
   auto it = row.find("messages");
   if (it == row.end()) fail(where, ": field 'messages': missing");
-  if (!it->is_array()) fail(where, ": field 'messages': must be an array of {\"role\", \"content\"}, got ", type_name(*it));
-  if (it->empty()) fail(where, ": field 'messages': empty; a conversation needs a user and an assistant message");
-  std::vector<Message> messages;
-  for (size_t i = 0; i < it->size(); ++i) {
-    const nlohmann::json& m = (*it)[i];
-    const std::string base = "messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) fail(where, ": field '", base, "': must be an object {\"role\", \"content\"}, got ", type_name(m));
-    Message msg;
-    msg.role = get_string(m, "role", base + ".role", where, false);
-    if (msg.role != "system" && msg.role != "user" && msg.role != "assistant")
-      fail(where, ": field '", base, ".role': unknown role '", msg.role,
-           "'; use \"system\", \"user\" or \"assistant\"");
-    // Multimodal / tool-call content (arrays, null) is not supported: say so rather than train on a dump.
-    msg.content = get_string(m, "content", base + ".content", where, true);
-    if (auto w = m.find("weight"); w != m.end()) {
-      if (!w->is_number() || (w->get<double>() != 0.0 && w->get<double>() != 1.0))
-        fail(where, ": field '", base, ".weight': must be 0 (not trained) or 1 (trained), got ", w->dump());
-      msg.weight = w->get<double>();
-    }
-    messages.push_back(std::move(msg));
-  }
+  std::vector<Message> messages = parse_messages(*it, "messages", where);
   RenderedChat r;
   try {
     r = render_chat(tok, messages, chat);
@@ -91,29 +39,6 @@ Sample render_messages(const nlohmann::json& row, const Tokenizer& tok, ChatForm
   s.ids = std::move(r.ids);
   s.trainable = std::move(r.trainable);
   return s;
-}
-
-// SentencePiece adds a dummy "▁" to every encode call, so sp(prompt) + sp(completion) is not how the joined
-// text tokenizes. Like TRL's SFTTrainer (it tokenizes prompt and prompt+completion and masks by the length of
-// the prompt's ids), we tokenize the whole text once and take the completion as what follows the prompt's ids.
-// When the boundary merges (sp(prompt + completion) does not start with sp(prompt): "Hel" + "lo", or a prompt
-// ending in a space), TRL would silently put the mask in the wrong place. We keep sp(prompt) (what generation
-// sees) and append the completion tokenized without the dummy prefix: sp("\n" + completion) minus the ids of
-// sp("\n"), so the ids still decode to exactly prompt + completion. If the newline merges with the completion
-// (tokenizers with "\n\n" pieces), we drop a bare leading "▁" piece instead, or keep sp(completion) as it is.
-std::vector<int> completion_ids(const Tokenizer& tok, const std::string& prompt, const std::string& completion,
-                                const std::vector<int>& prompt_ids) {
-  std::vector<int> full = tok.encode(prompt + completion);
-  if (full.size() >= prompt_ids.size() && std::equal(prompt_ids.begin(), prompt_ids.end(), full.begin()))
-    return std::vector<int>(full.begin() + prompt_ids.size(), full.end());
-  const std::vector<int> sentinel = tok.encode("\n");
-  const std::vector<int> joined = tok.encode("\n" + completion);
-  if (!sentinel.empty() && joined.size() > sentinel.size() &&
-      std::equal(sentinel.begin(), sentinel.end(), joined.begin()))
-    return std::vector<int>(joined.begin() + sentinel.size(), joined.end());
-  std::vector<int> c = tok.encode(completion);
-  if (!c.empty() && tok.id_to_piece(c[0]) == "\xE2\x96\x81") c.erase(c.begin());
-  return c;
 }
 
 Sample render_prompt_completion(const std::string& prompt, const std::string& completion, const Tokenizer& tok) {
@@ -127,34 +52,6 @@ Sample render_prompt_completion(const std::string& prompt, const std::string& co
   s.trainable.assign(s.ids.size(), 0);
   std::fill(s.trainable.begin() + 1 + p.size(), s.trainable.end(), 1);
   return s;
-}
-
-// Fisher-Yates with our own index draw: std::shuffle and std::uniform_int_distribution differ between
-// standard libraries, and a seed must give the same split everywhere.
-std::vector<size_t> seeded_permutation(size_t n, std::mt19937_64& rng) {
-  std::vector<size_t> idx(n);
-  std::iota(idx.begin(), idx.end(), 0);
-  for (size_t i = n; i > 1; --i) std::swap(idx[i - 1], idx[rng() % i]);
-  return idx;
-}
-
-// weight w keeps round(w * n) samples: whole copies for the integer part, a seeded subset (in file order) for
-// the rest.
-std::vector<Sample> apply_weight(const std::vector<Sample>& samples, double w, std::mt19937_64& rng) {
-  const size_t n = samples.size();
-  const size_t keep = static_cast<size_t>(std::llround(w * static_cast<double>(n)));
-  std::vector<Sample> out;
-  if (n == 0) return out;
-  out.reserve(keep);
-  for (size_t c = 0; c < keep / n; ++c) out.insert(out.end(), samples.begin(), samples.end());
-  const size_t rest = keep % n;
-  if (rest > 0) {
-    std::vector<size_t> pick = seeded_permutation(n, rng);
-    pick.resize(rest);
-    std::sort(pick.begin(), pick.end());
-    for (size_t i : pick) out.push_back(samples[i]);
-  }
-  return out;
 }
 
 DataStats finish(std::vector<Sample>& samples, const DataConfig& cfg, std::vector<Row>& rows) {
@@ -180,7 +77,7 @@ nlohmann::json DataStats::to_json() const {
 // The most specific format wins: alpaca files often also carry a pre-rendered "text" column (torchtune's
 // alpaca does), and training on the instruction/output split is what such a file is for.
 std::string detect_format(const nlohmann::json& row, const std::string& where) {
-  if (!row.is_object()) fail(where, ": a row must be a JSON object, got ", type_name(row));
+  if (!row.is_object()) fail(where, ": a row must be a JSON object, got ", json_type_name(row));
   auto has = [&](const char* k) { return row.contains(k); };
   if (has("messages")) return "messages";
   if (has("chosen") || has("rejected")) return "preference";
@@ -197,7 +94,7 @@ std::string detect_format(const nlohmann::json& row, const std::string& where) {
 Sample render_sft_row(const nlohmann::json& row_in, const std::string& format, const Tokenizer& tok, ChatFormat chat,
                       const std::map<std::string, std::string>& columns, const std::string& file, int64_t line) {
   const std::string where = file + ":" + std::to_string(line);
-  if (!row_in.is_object()) fail(where, ": a row must be a JSON object, got ", type_name(row_in));
+  if (!row_in.is_object()) fail(where, ": a row must be a JSON object, got ", json_type_name(row_in));
   if (tok.bos_id() < 0 || tok.eos_id() < 0)
     fail("tokenizer ", tok.path(), " has no BOS or EOS piece (bos ", tok.bos_id(), ", eos ", tok.eos_id(),
          "); SFT samples need both");
@@ -234,42 +131,10 @@ Sample render_sft_row(const nlohmann::json& row_in, const std::string& format, c
 
 std::vector<Sample> load_sft_file(const DataSource& src, const Tokenizer& tok, ChatFormat chat,
                                   const std::map<std::string, std::string>& columns) {
-  std::ifstream in(src.path, std::ios::binary);
-  if (!in)
-    fail(src.path, ": cannot open the data file (relative paths resolve against the current directory; ",
-         "check data.train / data.eval)");
-  // Every broken line is reported (up to a limit), so one run shows what to fix in the whole file.
-  constexpr size_t kMaxErrors = 20;
-  std::vector<std::string> errors;
-  size_t n_errors = 0;
   std::vector<Sample> out;
-  std::string text;
-  int64_t line = 0;
-  while (std::getline(in, text)) {
-    ++line;
-    if (!text.empty() && text.back() == '\r') text.pop_back();
-    if (line == 1 && text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a UTF-8 byte-order mark
-    if (text.find_first_not_of(" \t") == std::string::npos) continue;
-    try {
-      nlohmann::json row;
-      try {
-        row = nlohmann::json::parse(text);
-      } catch (const nlohmann::json::exception& e) {
-        fail(src.path, ":", line, ": not valid JSON (", e.what(), ")");
-      }
-      out.push_back(render_sft_row(row, src.format, tok, chat, columns, src.path, line));
-    } catch (const Error& e) {
-      if (++n_errors <= kMaxErrors) errors.push_back(e.what());
-    }
-  }
-  if (n_errors == 1) throw Error(errors[0]);
-  if (n_errors > 1) {
-    std::ostringstream os;
-    os << src.path << ": " << n_errors << " lines cannot be used; fix them and run again:";
-    for (const auto& e : errors) os << "\n  " << e;
-    if (n_errors > errors.size()) os << "\n  ... and " << n_errors - errors.size() << " more";
-    throw Error(os.str());
-  }
+  read_jsonl(src.path, "data.train / data.eval", [&](const nlohmann::json& row, int64_t line) {
+    out.push_back(render_sft_row(row, src.format, tok, chat, columns, src.path, line));
+  });
   if (out.empty()) fail(src.path, ": no rows (the file is empty or has only blank lines)");
   return out;
 }
@@ -352,53 +217,11 @@ std::vector<Row> make_rows(const std::vector<Sample>& samples, int64_t seq_len, 
   return rows;
 }
 
-// One generator drives every random choice, in a fixed order (eval split, then each file's weight subset),
-// so a seed fixes the whole data set.
+// Mixing (weights, eval split) is datasets/mixture.h; SFT adds truncation and rows.
 SftData build_sft_data(const DataConfig& cfg, const Tokenizer& tok, uint64_t seed) {
-  if (cfg.train.empty()) fail("data.train: no training files; give at least one {\"path\": ...}");
-  if (cfg.eval && cfg.eval_split > 0)
-    fail("data.eval and data.eval_split are both set; hold out either a file or a share of the training rows");
-  if (!(cfg.eval_split >= 0 && cfg.eval_split < 1))
-    fail("data.eval_split: ", cfg.eval_split, " must be in [0, 1)");
   const ChatFormat chat = chat_format_from_name(cfg.chat_format, tok);
-  std::mt19937_64 rng(seed);
-
-  std::vector<std::vector<Sample>> files;
-  size_t total = 0;
-  for (size_t i = 0; i < cfg.train.size(); ++i) {
-    const DataSource& src = cfg.train[i];
-    if (!(src.weight > 0) || !std::isfinite(src.weight))
-      fail("data.train[", i, "].weight: ", src.weight, " for ", src.path, " must be a positive number");
-    files.push_back(load_sft_file(src, tok, chat, cfg.columns));
-    total += files.back().size();
-  }
-
+  auto [train, eval] = mix_sources<Sample>(cfg, seed, [&](const DataSource& s) { return load_sft_file(s, tok, chat, cfg.columns); });
   SftData out;
-  std::vector<Sample> eval;
-  if (cfg.eval) {
-    eval = load_sft_file(*cfg.eval, tok, chat, cfg.columns);
-  } else if (cfg.eval_split > 0) {
-    // Held out before weighting, so no repeated copy of an eval sample is trained on. At least one sample.
-    size_t n_eval = std::max<size_t>(1, static_cast<size_t>(std::llround(cfg.eval_split * total)));
-    if (n_eval >= total)
-      fail("data.eval_split: ", cfg.eval_split, " of ", total, " training samples leaves nothing to train on");
-    std::vector<size_t> perm = seeded_permutation(total, rng);
-    std::vector<uint8_t> held(total, 0);
-    for (size_t k = 0; k < n_eval; ++k) held[perm[k]] = 1;
-    size_t g = 0;
-    for (auto& f : files) {
-      std::vector<Sample> kept;
-      for (Sample& s : f) (held[g++] ? eval : kept).push_back(std::move(s));
-      f = std::move(kept);
-    }
-  }
-
-  std::vector<Sample> train;
-  for (size_t i = 0; i < files.size(); ++i) {
-    std::vector<Sample> w = apply_weight(files[i], cfg.train[i].weight, rng);
-    train.insert(train.end(), std::make_move_iterator(w.begin()), std::make_move_iterator(w.end()));
-  }
-
   out.train_stats = finish(train, cfg, out.train);
   if (out.train.empty())
     fail("data: no training sample left after truncation (", out.train_stats.dropped, " dropped of ",
