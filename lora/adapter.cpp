@@ -125,7 +125,6 @@ static std::map<std::string, Linear> linear_map(CausalLMImpl& model) {
 static void attach_loaded(CausalLMImpl& model, const std::map<std::string, std::pair<at::Tensor, at::Tensor>>& ab,
                           const AdapterInfo& info, const std::string& where) {
   auto lins = linear_map(model);
-  auto alpha_keys = keys_of(info.alpha_pattern);
   torch::NoGradGuard ng;
   for (auto& [module, pair] : ab) {
     auto& [A, B] = pair;
@@ -137,19 +136,24 @@ static void attach_loaded(CausalLMImpl& model, const std::map<std::string, std::
     if (A.dim() != 2 || B.dim() != 2 || A.size(1) != lin->in_features || B.size(0) != lin->out_features || B.size(1) != r)
       fail(where, ": LoRA shapes of '", module, "' do not fit the base layer [", lin->out_features, ", ",
            lin->in_features, "] (is this adapter for another base model?)");
-    LoraSpec s;
-    s.r = r;
-    s.alpha = info.alpha;
-    if (auto* k = match_pattern(alpha_keys, module)) s.alpha = info.alpha_pattern.at(*k);
-    s.dropout = info.dropout;
-    s.rslora = info.rslora;
-    lin->attach_lora(s, torch::kFloat32);
+    lin->attach_lora(peft_module_spec(info, module, r), torch::kFloat32);
     lin->lora_A->weight.copy_(A);
     lin->lora_B->weight.copy_(B);
   }
 }
 
-AdapterInfo load_peft_adapter(CausalLMImpl& model, const std::string& dir) {
+LoraSpec peft_module_spec(const AdapterInfo& info, const std::string& module, int64_t r) {
+  LoraSpec s;
+  s.r = r;
+  s.alpha = info.alpha;
+  auto alpha_keys = keys_of(info.alpha_pattern);  // match_pattern points into it
+  if (auto* k = match_pattern(alpha_keys, module)) s.alpha = info.alpha_pattern.at(*k);
+  s.dropout = info.dropout;
+  s.rslora = info.rslora;
+  return s;
+}
+
+AdapterInfo read_peft_config(const std::string& dir) {
   std::string cfg_path = dir + "/adapter_config.json";
   nlohmann::json j;
   try {
@@ -188,7 +192,11 @@ AdapterInfo load_peft_adapter(CausalLMImpl& model, const std::string& dir) {
   else if (j.contains("target_modules") && j["target_modules"].is_string()) info.target_modules = {j["target_modules"].get<std::string>()};
   info.rank_pattern = get("rank_pattern", std::map<std::string, int64_t>());
   info.alpha_pattern = get("alpha_pattern", std::map<std::string, double>());
+  return info;
+}
 
+AdapterInfo load_peft_adapter(CausalLMImpl& model, const std::string& dir) {
+  AdapterInfo info = read_peft_config(dir);
   std::string wpath = dir + "/adapter_model.safetensors";
   if (!fs::exists(wpath)) fail(dir, ": no adapter_model.safetensors (adapter_model.bin pickles are not read; re-save with safe_serialization)");
   SafetensorsFile f(wpath);

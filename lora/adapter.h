@@ -44,6 +44,15 @@ struct AdapterInfo {
 void save_peft_adapter(CausalLMImpl& model, const AdapterInfo& info, const std::string& dir,
                        const std::map<std::string, at::Tensor>& extra = {});
 
+// Reads adapter_config.json of a PEFT folder with the checks load_peft_adapter makes (LORA only, no DoRA,
+// bias "none", no fan_in_fan_out; unknown keys noted on stderr). Errors name the file and key.
+AdapterInfo read_peft_config(const std::string& dir);
+
+// The LoRA parameters PEFT gives `module` (e.g. "model.layers.0.self_attn.q_proj") of an adapter whose
+// lora_A there has `r` rows: alpha from alpha_pattern (PEFT's rule) or lora_alpha; spec.scale() is
+// alpha/r, or alpha/sqrt(r) with rsLoRA. Shared by loading (attach) and merging (ΔW = scale · B@A).
+LoraSpec peft_module_spec(const AdapterInfo& info, const std::string& module, int64_t r);
+
 // Loads a PEFT LoRA folder made here or elsewhere onto `model` (adapters attached to the named modules
 // with ranks from the tensor shapes, scale from lora_alpha / alpha_pattern / use_rslora). Unknown config
 // keys are ignored with a note on stderr; unsupported features (DoRA, non-LoRA types, bias != "none",
