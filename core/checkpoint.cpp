@@ -204,6 +204,11 @@ at::Tensor WeightSource::load(const std::string& hf_name, std::optional<at::Scal
   }
 }
 
+void WeightSource::release(const std::string& hf_name) const {
+  auto it = entries_.find(hf_name);
+  if (it != entries_.end()) files_[it->second.file]->release(it->second.stored_name);
+}
+
 std::vector<int64_t> WeightSource::shape(const std::string& hf_name) const {
   auto it = entries_.find(hf_name);
   if (it == entries_.end()) fail("model folder '", dir_, "' has no tensor '", hf_name, "'");

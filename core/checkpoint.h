@@ -30,6 +30,8 @@ class WeightSource {
   // Owned CPU tensor in the checkpoint's dtype or `dtype`. Error names the tensor and the folder.
   at::Tensor load(const std::string& hf_name, std::optional<at::ScalarType> dtype = std::nullopt) const;
   std::vector<int64_t> shape(const std::string& hf_name) const;
+  // Drops the tensor's mapped pages from resident memory after load() (see SafetensorsFile::release).
+  void release(const std::string& hf_name) const;
   std::string dtype_name(const std::string& hf_name) const;  // "BF16", ...
 
  private:

@@ -235,6 +235,18 @@ at::Tensor SafetensorsFile::load(const std::string& name, std::optional<at::Scal
   return v.to(dtype.value_or(v.scalar_type()), /*non_blocking=*/false, /*copy=*/true);
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const TensorInfo* info = find(name);
+  if (!info || info->end == info->begin) return;
+  // Whole pages inside the tensor only, so the call leaves the neighbouring tensors alone.
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  uintptr_t lo = reinterpret_cast<uintptr_t>(map_) + data_start_ + info->begin;
+  uintptr_t hi = reinterpret_cast<uintptr_t>(map_) + data_start_ + info->end;
+  lo = (lo + page - 1) / page * page;
+  hi = hi / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 // ---------------------------------------------------------------------------------------------- writing
 
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

@@ -42,6 +42,10 @@ class SafetensorsFile {
   at::Tensor view(const std::string& name) const;
   // An owned CPU tensor, cast to `dtype` when given (one tensor at a time: no second copy of the model).
   at::Tensor load(const std::string& name, std::optional<at::ScalarType> dtype = std::nullopt) const;
+  // Drops the pages of tensor `name` from this process's memory (madvise DONTNEED; the file is unchanged and
+  // a later read, also through a live view(), faults them back in). Streaming passes (merge) call it after
+  // load() so the mapped file does not accumulate in resident memory.
+  void release(const std::string& name) const;
 
  private:
   std::string path_;
