@@ -34,6 +34,7 @@ static const std::map<std::string, Sub>& subcommands() {
       {"eval", {cmd_eval, "loss and perplexity of a model (+ adapter) on a JSONL file"}},
       {"inspect", {cmd_inspect, "show what a model folder, adapter folder or safetensors file holds"}},
       {"tokenize", {cmd_tokenize, "text or a chat (messages JSON) to token ids"}},
+      {"merge", {cmd_merge, "fold LoRA adapters into a base model (linear, TIES, DARE): a new model folder"}},
   };
   return m;
 }
