@@ -1,15 +1,40 @@
-// affinage run: a recipe file → a training run (its stage), with --set overrides and --resume.
+// affinage run: a recipe file → a training run (its stage, or each of its stages in order), with --set
+// overrides and --resume.
 #include <filesystem>
 #include <iostream>
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/recipe.h"
 #include "core/safetensors.h"
+#include "dpo/dpo.h"
 #include "sft/sft.h"
 
+namespace fs = std::filesystem;
 namespace po = boost::program_options;
 
 namespace affinage::cli {
+
+// One stage: its resolved recipe, the run, summary.json (whose presence marks the stage as finished).
+static void run_stage(const Recipe& r, bool resume) {
+  fs::create_directories(r.output_dir);
+  write_file_atomic(r.output_dir + "/recipe.json", recipe_to_json(r).dump(2) + "\n");
+  TrainSummary s;
+  nlohmann::json data;
+  if (r.stage == "sft") {
+    auto res = run_sft(r, resume);
+    s = res.summary, data = res.data_stats;
+  } else if (r.stage == "dpo") {
+    auto res = run_dpo(r, resume);
+    s = res.summary, data = res.data_stats;
+  } else {
+    fail("recipe ", r.source_path, ": stage '", r.stage, "' is not available in this build (sft, dpo)");
+  }
+  nlohmann::json summary = {{"stage", r.stage}, {"steps", s.steps}, {"final", s.last}, {"eval", s.eval},
+                            {"initial_eval", s.initial_eval}, {"data", data}};
+  write_file_atomic(r.output_dir + "/summary.json", summary.dump(2) + "\n");
+  std::cout << "done: " << r.name << " (" << r.stage << "), " << s.steps << " steps; adapter in " << r.output_dir
+            << "/adapter\n";
+}
 
 int cmd_run(const Args& args) {
   std::string path;
@@ -19,24 +44,30 @@ int cmd_run(const Args& args) {
   opts.add_options()
       ("recipe", po::value(&path)->required(), "recipe file (JSON, comments allowed)")
       ("set", po::value(&sets)->composing(), "override a key: --set lora.r=16 (repeatable)")
-      ("resume", po::bool_switch(&resume), "continue from the newest checkpoint in the output folder");
+      ("resume", po::bool_switch(&resume), "continue from the newest checkpoint in the output folder; in a "
+                                           "multi-stage recipe, finished stages are skipped");
   po::positional_options_description pos;
   pos.add("recipe", 1);
   po::variables_map vm;
   if (parse_args(args, "usage: affinage run RECIPE [--set key=value ...] [--resume]", opts, vm, &pos)) return 0;
   Recipe r = load_recipe(path, sets);
-  std::filesystem::create_directories(r.output_dir);
+  std::vector<Recipe> stages = expand_stages(r);  // every stage validated before anything runs
+  if (stages.size() == 1) return run_stage(stages[0], resume), 0;
+  fs::create_directories(r.output_dir);
   write_file_atomic(r.output_dir + "/recipe.json", recipe_to_json(r).dump(2) + "\n");
-  if (r.stage == "sft") {
-    auto res = run_sft(r, resume);
-    nlohmann::json summary = {{"stage", "sft"}, {"steps", res.summary.steps}, {"final", res.summary.last},
-                              {"eval", res.summary.eval}, {"initial_eval", res.summary.initial_eval},
-                              {"data", res.data_stats}};
-    write_file_atomic(r.output_dir + "/summary.json", summary.dump(2) + "\n");
-    std::cout << "done: " << res.summary.steps << " steps; adapter in " << r.output_dir << "/adapter\n";
-    return 0;
+  bool resuming = resume;
+  for (size_t k = 0; k < stages.size(); ++k) {
+    const Recipe& s = stages[k];
+    if (resuming && fs::exists(s.output_dir + "/summary.json") && fs::exists(s.output_dir + "/adapter")) {
+      std::cerr << "stage " << k + 1 << "/" << stages.size() << " (" << s.stage << ") already finished in "
+                << s.output_dir << "; skipped\n";
+      continue;
+    }
+    std::cerr << "stage " << k + 1 << "/" << stages.size() << ": " << s.stage << " -> " << s.output_dir << "\n";
+    run_stage(s, resuming && fs::exists(s.output_dir + "/checkpoints"));
+    resuming = false;  // the stages after the one resumed start fresh
   }
-  fail("recipe ", path, ": stage '", r.stage, "' is not available in this build (sft)");
+  return 0;
 }
 
 }  // namespace affinage::cli

@@ -223,6 +223,42 @@ static const Table<EvalConfig>& eval_table() {
   return t;
 }
 
+static const Table<DpoConfig>& dpo_table() {
+  static const Table<DpoConfig> t = [] {
+    Table<DpoConfig> t;
+    t.list = {
+        str_field("loss", &DpoConfig::loss, "preference loss: `sigmoid` (DPO), `hinge` (SLiC), `ipo`, and the reference-free `simpo` and `orpo` (formulas in dpo/losses.h)", {"sigmoid", "hinge", "ipo", "simpo", "orpo"}),
+        num_field("beta", &DpoConfig::beta, "inverse temperature of the implicit reward (DPO's beta; ORPO's lambda; SimPO's beta, where 2.0 is usual)", gt(0)),
+        num_field("label_smoothing", &DpoConfig::label_smoothing, "assumed share of flipped labels (conservative DPO) for `sigmoid` and `simpo`", between(0, 0.5, true)),
+        num_field("simpo_gamma", &DpoConfig::simpo_gamma, "SimPO's target reward margin gamma", ge(0)),
+        str_field("reference", &DpoConfig::reference, "reference model: `initial` = the model as the stage starts (the continued `lora.init_from` adapter when set, else the base); `base` = base weights with adapters disabled", {"initial", "base"}),
+        bool_field("precompute_reference", &DpoConfig::precompute_reference, "compute the reference log-probs of every pair once before training (cached in `output_dir`) so the reference never runs again"),
+        int_field("max_prompt_len", &DpoConfig::max_prompt_len, "a pair longer than `data.seq_len` keeps at least this many prompt tokens (its start is cut first); 0 = `data.seq_len` / 2", ge(0)),
+    };
+    return t;
+  }();
+  return t;
+}
+
+// Stages are kept as raw objects here and validated as whole recipes by expand_stages (at load time).
+static Field<Recipe> stages_field() {
+  Field<Recipe> f;
+  f.key = "stages", f.type = "array of objects";
+  f.doc = "a multi-stage run: each entry holds recipe keys merged over this recipe (e.g. `{\"stage\": \"dpo\", \"data\": {...}}`); stage k writes to `<output_dir>/<k>-<stage>` and continues from the previous stage's adapter unless it sets `lora.init_from`; empty = one stage";
+  f.read = [](Recipe& r, const json& j, const std::string& p, const Ctx& c) {
+    if (!j.is_array()) type_error(c, p, "an array of objects (partial recipes)", j);
+    r.stages.clear();
+    for (size_t i = 0; i < j.size(); ++i) {
+      std::string ip = p + "." + std::to_string(i);
+      if (!j[i].is_object()) type_error(c, ip, "an object (a partial recipe)", j[i]);
+      if (j[i].contains("stages")) fail("recipe ", c.where, ": key '", ip, ".stages': stages cannot be nested");
+      r.stages.push_back(j[i]);
+    }
+  };
+  f.write = [](const Recipe& r) { return json(r.stages); };
+  return f;
+}
+
 static const Table<Recipe>& recipe_table() {
   static const Table<Recipe> t = [] {
     Table<Recipe> t;
@@ -246,8 +282,11 @@ static const Table<Recipe>& recipe_table() {
         table_field("train", &Recipe::train, train_table(), "batching and run length"),
         table_field("checkpoint", &Recipe::checkpoint, checkpoint_table(), "checkpoints under `output_dir`"),
         table_field("eval", &Recipe::eval, eval_table(), "held-out evaluation during training"),
+        table_field("dpo", &Recipe::dpo, dpo_table(), "preference optimization (stage `dpo`)"),
+        stages_field(),
     };
     t.check = [nonempty](const Recipe& r, const std::string&, const Ctx& c) {
+      if (c.partial) return;  // each stage is checked whole
       nonempty(r.name, "name", c), nonempty(r.model, "model", c), nonempty(r.output_dir, "output_dir", c);
     };
     return t;
@@ -258,8 +297,10 @@ static const Table<Recipe>& recipe_table() {
 // ---------------------------------------------------------------- parse, dump, overrides
 
 Recipe parse_recipe(const nlohmann::json& j, const std::string& where) {
-  Ctx c{where, &recipe_table()};
   if (!j.is_object()) fail("recipe ", where, ": the top level must be a JSON object, found ", describe(j));
+  // With stages, a key like data.train may be given per stage: each stage is checked in full by expand_stages.
+  auto st = j.find("stages");
+  Ctx c{where, &recipe_table(), st != j.end() && st->is_array() && !st->empty()};
   Recipe r;
   read_table(recipe_table(), r, j, "", c);
   r.source_path = where;
@@ -267,6 +308,29 @@ Recipe parse_recipe(const nlohmann::json& j, const std::string& where) {
 }
 
 nlohmann::json recipe_to_json(const Recipe& r) { return write_table(recipe_table(), r); }
+
+std::vector<Recipe> expand_stages(const Recipe& r) {
+  if (r.stages.empty()) return {r};
+  if (r.output_dir.empty())
+    fail("recipe ", r.source_path, ": a multi-stage recipe needs 'output_dir' at the top level (stage k writes to <output_dir>/<k>-<stage>)");
+  json base = recipe_to_json(r);
+  base.erase("stages");
+  std::vector<Recipe> out;
+  for (size_t k = 0; k < r.stages.size(); ++k) {
+    const json& patch = r.stages[k];
+    json j = base;
+    j.merge_patch(patch);
+    const std::string stage = j.value("stage", std::string("sft"));
+    if (!patch.contains("output_dir")) j["output_dir"] = r.output_dir + "/" + std::to_string(k + 1) + "-" + stage;
+    if (!patch.contains("name")) j["name"] = r.name + "/" + std::to_string(k + 1) + "-" + stage;
+    bool own_init = patch.contains("lora") && patch["lora"].is_object() && patch["lora"].contains("init_from");
+    if (k > 0 && !own_init) j["lora"]["init_from"] = out.back().output_dir + "/adapter";
+    Recipe s = parse_recipe(j, r.source_path + " (stages." + std::to_string(k) + ")");
+    s.source_path = r.source_path;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
 
 static bool parse_index(const std::string& s, size_t* out) {
   if (s.empty() || s.size() > 9 || !std::all_of(s.begin(), s.end(), ::isdigit)) return false;
@@ -410,6 +474,7 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   if (!overrides.empty()) where += ")";
   Recipe r = parse_recipe(j, where);
   r.source_path = path;
+  expand_stages(r);  // a broken stage fails now, not after the stages before it have trained
   return r;
 }
 

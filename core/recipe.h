@@ -73,9 +73,20 @@ struct EvalConfig {
   int64_t max_batches = 0;  // 0 = the whole eval set
 };
 
+struct DpoConfig {
+  std::string loss = "sigmoid";      // "sigmoid" | "hinge" | "ipo" | "simpo" | "orpo" (dpo/losses.h)
+  double beta = 0.1;
+  double label_smoothing = 0.0;      // conservative DPO (sigmoid) / SimPO
+  double simpo_gamma = 0.5;          // SimPO's target reward margin
+  std::string reference = "initial"; // "initial": the model as the stage starts (a continued adapter stays the
+                                     // reference); "base": the base weights with every adapter disabled
+  bool precompute_reference = false; // reference log-probs computed once before training and cached
+  int64_t max_prompt_len = 0;        // prompt tokens kept when a pair is too long; 0 = seq_len / 2
+};
+
 struct Recipe {
   std::string name;             // required
-  std::string stage = "sft";    // "sft" (later "dpo")
+  std::string stage = "sft";    // "sft" | "dpo"
   std::string model;            // required: base model folder
   std::string output_dir;       // required
   int64_t seed = 42;
@@ -90,6 +101,8 @@ struct Recipe {
   TrainConfig train;
   CheckpointConfig checkpoint;
   EvalConfig eval;
+  DpoConfig dpo;
+  std::vector<nlohmann::json> stages;  // multi-stage runs: partial recipes applied over this one, in order
 
   std::string source_path;  // the file it came from (not a key)
 };
@@ -99,6 +112,11 @@ struct Recipe {
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
 Recipe parse_recipe(const nlohmann::json& j, const std::string& where);
 nlohmann::json recipe_to_json(const Recipe& r);  // the fully resolved recipe, every key present
+// The runs a recipe describes: itself when `stages` is empty; else one recipe per stage: this recipe's keys
+// with the stage's keys merged over them (JSON merge patch), output_dir `<output_dir>/<k>-<stage>` unless
+// the stage sets one, and, for every stage after the first that does not set `lora.init_from` itself, the
+// previous stage's adapter as `lora.init_from` (SFT then DPO on the SFT adapter). Errors name the stage.
+std::vector<Recipe> expand_stages(const Recipe& r);
 // Markdown reference of every key (type, default, required, meaning), generated from the field table.
 std::string recipe_reference_markdown();
 

@@ -20,6 +20,7 @@ struct Section;
 struct Ctx {
   std::string where;
   const Section* root = nullptr;
+  bool partial = false;  // a multi-stage recipe's top level: required keys may come from the stages
 };
 
 // How `--set` walks through a key: into a nested table, an array of tables, an optional table (all three
@@ -115,7 +116,7 @@ void read_table(const Table<S>& t, S& s, const json& j, const std::string& path,
       f.read(s, *it, p, c);
     } else if (f.nav == Nav::Object) {
       f.read(s, json::object(), p, c);  // a missing section still reports its own missing required keys
-    } else if (f.required) {
+    } else if (f.required && !c.partial) {
       fail("recipe ", c.where, ": missing required key '", p, "' (", f.doc, ")");
     }
   }
