@@ -15,6 +15,7 @@ int cmd_eval(const Args& args);
 int cmd_inspect(const Args& args);
 int cmd_run(const Args& args);
 int cmd_merge(const Args& args);
+int cmd_publish(const Args& args);
 
 // Parses `args` against `opts` (+ positional); prints help and returns true when --help was given.
 // Unknown options and missing values are errors that name the option.

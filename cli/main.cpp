@@ -35,6 +35,7 @@ static const std::map<std::string, Sub>& subcommands() {
       {"inspect", {cmd_inspect, "show what a model folder, adapter folder or safetensors file holds"}},
       {"tokenize", {cmd_tokenize, "text or a chat (messages JSON) to token ids"}},
       {"merge", {cmd_merge, "fold LoRA adapters into a base model (linear, TIES, DARE): a new model folder"}},
+      {"publish", {cmd_publish, "a folder ready for the Hugging Face Hub: files, model card, provenance"}},
   };
   return m;
 }
