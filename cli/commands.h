@@ -14,6 +14,7 @@ int cmd_tokenize(const Args& args);
 int cmd_eval(const Args& args);
 int cmd_inspect(const Args& args);
 int cmd_run(const Args& args);
+int cmd_data(const Args& args);
 int cmd_merge(const Args& args);
 int cmd_publish(const Args& args);
 

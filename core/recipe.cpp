@@ -82,8 +82,8 @@ static const Table<DataConfig>& data_table() {
         eval_source_field(),
         num_field("eval_split", &DataConfig::eval_split, "share of the training rows held out for evaluation (seeded by `seed`)", between(0, 1, true)),
         int_field("seq_len", &DataConfig::seq_len, "tokens per row when packing, else the most tokens of one sample", ge(8)),
-        bool_field("packing", &DataConfig::packing, "pack several samples into each row, with no attention across them"),
-        str_field("truncation", &DataConfig::truncation, "a sample longer than `seq_len`: `right` cuts its end, `drop` skips it", {"right", "drop"}),
+        bool_field("packing", &DataConfig::packing, "pack several samples into each row, with no attention across them (SFT; DPO pads each batch to its longest pair)"),
+        str_field("truncation", &DataConfig::truncation, "a sample longer than `seq_len`: `right` cuts its end, `drop` skips it; for DPO pairs `right` first cuts the prompt's start (down to `dpo.max_prompt_len`), then the responses' ends", {"right", "drop"}),
         str_field("chat_format", &DataConfig::chat_format, "chat template for `messages` rows; `auto`: `mistral_v3` when the tokenizer has `[INST]` as a control token, else `mistral_v1`", {"auto", "mistral_v1", "mistral_v3"}),
         map_field("columns", &DataConfig::columns, "renames source columns to the names a format expects, e.g. `{\"prompt\": \"question\"}`"),
     };
