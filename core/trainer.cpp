@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/run_checkpoint.h"
 #include "core/safetensors.h"
+#include "core/tfevents.h"
 
 namespace fs = std::filesystem;
 
@@ -68,6 +69,7 @@ TrainSummary train_loop(const Recipe& r, CausalLMImpl& model, std::vector<NamedP
     std::ofstream(out + "/metrics.jsonl", std::ios::trunc);
   }
   std::ofstream metrics(out + "/metrics.jsonl", std::ios::app);
+  RunEvents events(out);  // TensorBoard scalars mirroring metrics.jsonl
   bool tty = isatty(STDERR_FILENO);
   auto t0 = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
@@ -97,6 +99,7 @@ TrainSummary train_loop(const Recipe& r, CausalLMImpl& model, std::vector<NamedP
       nlohmann::json line = {{"step", 0}};
       for (auto& [k, v] : ev) line[k] = v;
       metrics << line.dump() << "\n";
+      events.write(line);
       std::cerr << "step 0/" << total;
       for (auto& [k, v] : ev) std::cerr << "  " << k << " " << v;
       std::cerr << "\n";
@@ -154,6 +157,7 @@ TrainSummary train_loop(const Recipe& r, CausalLMImpl& model, std::vector<NamedP
     if (done % std::max<int64_t>(1, r.log_every) == 0 || done == total || !ev.empty()) {
       metrics << line.dump() << "\n";
       metrics.flush();
+      events.write(line);
       double eta = (seconds() / double(done - start)) * double(total - done);
       char buf[256];
       std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s", (long long)done,
