@@ -76,4 +76,13 @@ std::vector<std::vector<int>> generate(CausalLMImpl& model, const std::vector<st
   return out;
 }
 
+std::string decode_continuation(const Tokenizer& tok, const std::vector<int>& prompt, std::vector<int> gen, int eos_id) {
+  if (!gen.empty() && gen.back() == eos_id) gen.pop_back();
+  std::vector<int> all(prompt.begin() + (prompt.empty() ? 0 : 1), prompt.end());
+  const std::string head = tok.decode(all);
+  all.insert(all.end(), gen.begin(), gen.end());
+  std::string text = tok.decode(all);
+  return text.rfind(head, 0) == 0 ? text.substr(head.size()) : tok.decode(gen);
+}
+
 }  // namespace affinage

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 #include "core/model.h"
+#include "core/tokenizer.h"
 
 namespace affinage {
 
@@ -20,6 +21,10 @@ struct SamplingOptions {
 // Returns the generated ids of each row (prompt excluded).
 std::vector<std::vector<int>> generate(CausalLMImpl& model, const std::vector<std::vector<int>>& prompts,
                                        const SamplingOptions& opts);
+
+// The text of generated ids as it continues `prompt` (its first id a BOS): decoded together with the prompt so
+// a first piece "▁word" keeps its space, then the prompt's text removed; a final `eos_id` is dropped.
+std::string decode_continuation(const Tokenizer& tok, const std::vector<int>& prompt, std::vector<int> gen, int eos_id);
 
 // One sampling decision from fp32 logits [vocab] (exposed for tests).
 int sample_token(const at::Tensor& logits, const SamplingOptions& opts, at::Generator& gen);

@@ -20,4 +20,13 @@ RowBatch rows_to_batch(const std::vector<Row>& rows, const std::vector<int64_t>&
 // Summed NLL of the batch's targets (packing-aware forward) and their count.
 TokenLoss row_batch_nll(CausalLMImpl& m, const RowBatch& b);
 
+// Prompt + continuation sequences (DPO responses, multiple-choice answers) as one right-padded batch:
+// row i is prompts[i] + conts[i], targets pre-shifted on the continuation tokens only (-100 elsewhere),
+// padding with doc id -1. Returns the batch and the count of real tokens.
+std::pair<RowBatch, int64_t> continuation_batch(const std::vector<const std::vector<int>*>& prompts,
+                                                const std::vector<const std::vector<int>*>& conts, c10::Device dev);
+
+// Summed log-probs [N] (fp32, differentiable) and token counts [N] of each row's continuation.
+std::pair<at::Tensor, at::Tensor> continuation_logprobs(CausalLMImpl& m, const RowBatch& b);
+
 }  // namespace affinage

@@ -71,16 +71,8 @@ std::vector<WordSample> sample_word_stories(CausalLMImpl& model, const Tokenizer
     o.seed = opts.seed + s;  // row i of the whole set samples with seed + i, whatever the batch size
     auto gen = generate(model, part, o);
     for (size_t i = 0; i < gen.size(); ++i) {
-      auto ids = gen[i];
-      if (!ids.empty() && ids.back() == o.eos_id) ids.pop_back();
       WordSample& ws = out[s + i];
-      // Decoded with the prompt, so a first piece "▁there" keeps its space; then the prompt text removed.
-      std::vector<int> all(part[i].begin() + 1, part[i].end());
-      const std::string head = tok.decode(all);
-      all.insert(all.end(), ids.begin(), ids.end());
-      std::string text = tok.decode(all);
-      text = text.rfind(head, 0) == 0 ? text.substr(head.size()) : tok.decode(ids);
-      ws.completion = cut_to_sentence(text);
+      ws.completion = cut_to_sentence(decode_continuation(tok, part[i], gen[i], o.eos_id));
       ws.ok = uses_word(ws.completion, ws.word);
     }
   }

@@ -2,38 +2,25 @@
 #include "dpo/pair_batch.h"
 #include <algorithm>
 #include "core/error.h"
-#include "core/loss.h"
+#include "datasets/row_batch.h"
 
 namespace affinage {
 
 PairBatch make_pair_batch(const std::vector<PreferencePair>& pairs, const std::vector<int64_t>& idx, c10::Device dev) {
   if (idx.empty()) fail("make_pair_batch: empty batch");
-  const int64_t P = idx.size();
-  int64_t T = 0;
-  for (int64_t i : idx) T = std::max<int64_t>(T, pairs[i].prompt.size() + std::max(pairs[i].chosen.size(), pairs[i].rejected.size()));
-  auto ids = at::zeros({2 * P, T}, at::kLong), tg = at::full({2 * P, T}, -100, at::kLong);
-  auto pos = at::zeros({2 * P, T}, at::kLong), doc = at::full({2 * P, T}, -1, at::kLong);
-  auto *pi = ids.data_ptr<int64_t>(), *pt = tg.data_ptr<int64_t>(), *pp = pos.data_ptr<int64_t>(), *pd = doc.data_ptr<int64_t>();
+  std::vector<const std::vector<int>*> prompts, conts;
+  for (int side = 0; side < 2; ++side)  // chosen rows first, then rejected
+    for (int64_t i : idx) prompts.push_back(&pairs[i].prompt), conts.push_back(side == 0 ? &pairs[i].chosen : &pairs[i].rejected);
+  auto [rb, real] = continuation_batch(prompts, conts, dev);
   PairBatch b;
-  for (int64_t r = 0; r < 2 * P; ++r) {
-    const PreferencePair& p = pairs[idx[r % P]];
-    const std::vector<int>& resp = r < P ? p.chosen : p.rejected;
-    const int64_t np = p.prompt.size(), n = np + resp.size();
-    for (int64_t t = 0; t < n; ++t) {
-      pi[r * T + t] = t < np ? p.prompt[t] : resp[t - np];
-      pp[r * T + t] = t;
-      pd[r * T + t] = 0;
-      if (t + 1 >= np && t + 1 < n) pt[r * T + t] = resp[t + 1 - np];  // predict every response token
-    }
-    b.real_tokens += n;
-  }
-  b.input_ids = ids.to(dev), b.targets = tg.to(dev), b.position_ids = pos.to(dev), b.doc_ids = doc.to(dev);
-  b.pairs = P;
+  b.input_ids = rb.input_ids, b.targets = rb.targets, b.position_ids = rb.position_ids, b.doc_ids = rb.doc_ids;
+  b.pairs = idx.size();
+  b.real_tokens = real;
   return b;
 }
 
 PairLogps pair_logps(CausalLMImpl& m, const PairBatch& b) {
-  auto [sums, counts] = sequence_logprobs(m, m.hidden_states(b.input_ids, b.position_ids, b.doc_ids), b.targets);
+  auto [sums, counts] = continuation_logprobs(m, RowBatch{b.input_ids, b.targets, b.position_ids, b.doc_ids});
   const int64_t P = b.pairs;
   auto len = counts.to(at::kFloat);
   return {sums.narrow(0, 0, P), sums.narrow(0, P, P), len.narrow(0, 0, P), len.narrow(0, P, P)};
