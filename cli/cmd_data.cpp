@@ -97,13 +97,15 @@ int cmd_data(const Args& args) {
   const std::string usage =
       "usage: affinage data SUBCOMMAND [options]   (affinage data SUBCOMMAND --help)\n\n"
       "subcommands:\n"
-      "  synth     word-story SFT data and DPO pairs sampled from a model itself\n";
+      "  synth     word-story SFT data and DPO pairs sampled from a model itself\n"
+      "  check     validate every row of a recipe's data (or a file), its statistics, steps and time, samples\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << usage;
     return args.empty() ? 2 : 0;
   }
   Args rest(args.begin() + 1, args.end());
   if (args[0] == "synth") return data_synth(rest);
+  if (args[0] == "check") return cmd_data_check(rest);
   fail("data: unknown subcommand '", args[0], "'; use synth (see affinage data --help)");
 }
 

@@ -15,6 +15,7 @@ int cmd_eval(const Args& args);
 int cmd_inspect(const Args& args);
 int cmd_run(const Args& args);
 int cmd_data(const Args& args);
+int cmd_data_check(const Args& args);  // `affinage data check` (cli/cmd_data_check.cpp)
 int cmd_merge(const Args& args);
 int cmd_publish(const Args& args);
 

@@ -19,6 +19,9 @@ std::string json_type_name(const nlohmann::json& v) {
 const std::string& get_string(const nlohmann::json& obj, const std::string& key, const std::string& what,
                               const std::string& where, bool allow_empty) {
   auto it = obj.find(key);
+  if (it == obj.end() && what == key)  // a top-level column: it may only be named differently in this file
+    fail(where, ": field '", what, "': missing; add it, or map the file's name for it with data.columns, e.g. {\"",
+         key, "\": \"my_", key, "\"}");
   if (it == obj.end()) fail(where, ": field '", what, "': missing");
   if (!it->is_string()) fail(where, ": field '", what, "': must be a string, got ", json_type_name(*it));
   const std::string& s = it->get_ref<const std::string&>();
@@ -81,7 +84,7 @@ void read_jsonl(const std::string& path, const std::string& what,
       try {
         row = nlohmann::json::parse(text);
       } catch (const nlohmann::json::exception& e) {
-        fail(path, ":", line, ": not valid JSON (", e.what(), ")");
+        fail(path, ":", line, ": not valid JSON (", e.what(), "); each line must hold one whole JSON object");
       }
       fn(row, line);
     } catch (const Error& e) {
