@@ -84,7 +84,12 @@ int cmd_eval(const Args& args) {
     return 0;
   }
   std::cout << std::left << std::setw(22) << "metric";
-  for (auto& c : compare) std::cout << "  " << std::setw(14) << fs::path(c).filename().string().substr(0, 14);
+  for (auto& c : compare) {  // "runs/x/2-dpo/adapter" is labelled "2-dpo"
+    fs::path p = fs::path(c).lexically_normal();
+    if (p.filename().empty()) p = p.parent_path();
+    std::string label = p.filename() == "adapter" ? p.parent_path().filename().string() : p.filename().string();
+    std::cout << "  " << std::setw(14) << label.substr(0, 14);
+  }
   std::cout << "\n";
   for (auto& [k, v] : results[0].items()) {
     if (!v.is_number() || k == "rows" || k == "samples") continue;

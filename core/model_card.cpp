@@ -125,6 +125,17 @@ void eval_section(std::ostringstream& md, const CardInputs& in) {
     }
   }
   md << "\n";
+  // The recipe's eval.tasks (eval/tasks.h): one table per task file.
+  const json tasks = in.summary.is_object() ? in.summary.value("tasks", json()) : json();
+  const json tb = val(tasks, "before"), ta = val(tasks, "after");
+  if (!ta.is_object()) return;
+  for (auto it = ta.begin(); it != ta.end(); ++it) {
+    md << "Task `" << it.key() << "` (" << it->value("task", std::string("?")) << ", " << cell(it->value("rows", json()))
+       << " rows):\n\n| metric | before training | after training |\n|---|---|---|\n";
+    for (auto m = it->begin(); m != it->end(); ++m)
+      if (m->is_number_float()) md << "| " << m.key() << " | " << cell(val(val(tb, it.key()), m.key())) << " | " << cell(*m) << " |\n";
+    md << "\n";
+  }
 }
 
 }  // namespace

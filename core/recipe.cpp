@@ -211,12 +211,52 @@ static const Table<CheckpointConfig>& checkpoint_table() {
   return t;
 }
 
+static const Table<EvalTask>& task_table() {
+  static const Table<EvalTask> t = [] {
+    Table<EvalTask> t;
+    t.list = {
+        required(str_field("path", &EvalTask::path, "JSONL task file: `{prompt, reference}` (generation), `{prompt, choices, answer}` (choice), `{prompt, chosen, rejected}` (preference), or documents (loss)")),
+        str_field("type", &EvalTask::type, "task kind; `auto` decides from the first row", {"auto", "generation", "choice", "preference", "loss"}),
+        int_field("max_new_tokens", &EvalTask::max_new_tokens, "generation: tokens per answer", ge(1)),
+        int_field("samples", &EvalTask::samples, "generation: answers per prompt", ge(1)),
+        num_field("temperature", &EvalTask::temperature, "generation: sampling temperature; 0 = greedy", ge(0)),
+        str_field("extract", &EvalTask::extract, "generation: regex whose first group is the answer (`extracted_match`)"),
+    };
+    return t;
+  }();
+  return t;
+}
+
+static Field<EvalConfig> tasks_field() {
+  Field<EvalConfig> f;
+  f.key = "tasks", f.type = "array of tasks, or path strings", f.nav = Nav::ObjectArray, f.child = &task_table();
+  f.doc = "task metrics (eval/tasks.h) computed before training and after it, into `summary.json` and the model card";
+  f.read = [](EvalConfig& e, const json& j, const std::string& p, const Ctx& c) {
+    if (!j.is_array()) type_error(c, p, "an array of tasks", j);
+    e.tasks.clear();
+    for (size_t i = 0; i < j.size(); ++i) {
+      std::string ip = p + "." + std::to_string(i);
+      if (!j[i].is_string() && !j[i].is_object()) type_error(c, ip, "a task (an object with \"path\", or a path string)", j[i]);
+      EvalTask t;
+      read_table(task_table(), t, j[i].is_string() ? json{{"path", j[i]}} : j[i], ip, c);
+      e.tasks.push_back(t);
+    }
+  };
+  f.write = [](const EvalConfig& e) {
+    json a = json::array();
+    for (auto& t : e.tasks) a.push_back(write_table(task_table(), t));
+    return a;
+  };
+  return f;
+}
+
 static const Table<EvalConfig>& eval_table() {
   static const Table<EvalConfig> t = [] {
     Table<EvalConfig> t;
     t.list = {
         int_field("every", &EvalConfig::every, "optimizer steps between held-out evaluations; 0 = only at the end", ge(0)),
         int_field("max_batches", &EvalConfig::max_batches, "batches per evaluation; 0 = the whole eval set", ge(0)),
+        tasks_field(),
     };
     return t;
   }();
@@ -234,6 +274,36 @@ static const Table<DpoConfig>& dpo_table() {
         str_field("reference", &DpoConfig::reference, "reference model: `initial` = the model as the stage starts (the continued `lora.init_from` adapter when set, else the base); `base` = base weights with adapters disabled", {"initial", "base"}),
         bool_field("precompute_reference", &DpoConfig::precompute_reference, "compute the reference log-probs of every pair once before training (cached in `output_dir`) so the reference never runs again"),
         int_field("max_prompt_len", &DpoConfig::max_prompt_len, "a pair longer than `data.seq_len` keeps at least this many prompt tokens (its start is cut first); 0 = `data.seq_len` / 2", ge(0)),
+    };
+    return t;
+  }();
+  return t;
+}
+
+static const Table<MergeStep>& merge_table() {
+  static const Table<MergeStep> t = [] {
+    Table<MergeStep> t;
+    t.list = {
+        bool_field("enabled", &MergeStep::enabled, "after training, fold the final adapter into the base weights: `<output_dir>/merged` (see `affinage merge`)"),
+        str_field("dtype", &MergeStep::dtype, "dtype of the merged weights; empty = the base's", {"", "bf16", "f16", "f32"}),
+        str_field("format", &MergeStep::format, "`hf` (config.json + sharded safetensors) or `mistral` (consolidated)", {"hf", "mistral"}),
+    };
+    return t;
+  }();
+  return t;
+}
+
+static const Table<PublishStep>& publish_table() {
+  static const Table<PublishStep> t = [] {
+    Table<PublishStep> t;
+    t.list = {
+        bool_field("enabled", &PublishStep::enabled, "after training (and merging), write a Hub-ready folder with a model card: `<output_dir>/publish` (see `affinage publish`); nothing is uploaded"),
+        str_field("what", &PublishStep::what, "publish the `adapter` or the `merged` model (needs `merge.enabled`)", {"adapter", "merged"}),
+        str_field("name", &PublishStep::name, "Hub repo id, e.g. `me/my-model`; empty = the folder's name"),
+        str_field("license", &PublishStep::license, "Hub license id, e.g. `apache-2.0`"),
+    };
+    t.check = [](const PublishStep& ps, const std::string& p, const Ctx& c) {
+      if (ps.license.empty()) fail("recipe ", c.where, ": key '", p, ".license' must not be empty; use e.g. \"other\"");
     };
     return t;
   }();
@@ -283,9 +353,13 @@ static const Table<Recipe>& recipe_table() {
         table_field("checkpoint", &Recipe::checkpoint, checkpoint_table(), "checkpoints under `output_dir`"),
         table_field("eval", &Recipe::eval, eval_table(), "held-out evaluation during training"),
         table_field("dpo", &Recipe::dpo, dpo_table(), "preference optimization (stage `dpo`)"),
+        table_field("merge", &Recipe::merge, merge_table(), "merge step after training"),
+        table_field("publish", &Recipe::publish, publish_table(), "publish step after training (and merging)"),
         stages_field(),
     };
     t.check = [nonempty](const Recipe& r, const std::string&, const Ctx& c) {
+      if (r.publish.enabled && r.publish.what == "merged" && !r.merge.enabled)
+        fail("recipe ", c.where, ": key 'publish.what' is \"merged\" but 'merge.enabled' is false; enable the merge step or publish the adapter");
       if (c.partial) return;  // each stage is checked whole
       nonempty(r.name, "name", c), nonempty(r.model, "model", c), nonempty(r.output_dir, "output_dir", c);
     };
@@ -359,6 +433,22 @@ static void apply_override(json& root, const std::string& ov, const std::string&
   }
   auto bad = [&](const std::string& why) { bad_override(ov, file, why); };
   if (!root.is_object()) bad("the recipe's top level is not a JSON object");
+  if (segs[0] == "stages" && segs.size() > 2) {
+    // stages.K.a.b=v: set inside the stage's partial recipe; expand_stages checks the keys when it loads
+    size_t k = 0;
+    json& st = root["stages"];
+    if (!st.is_array() || !parse_index(segs[1], &k) || k >= st.size())
+      bad("'stages' has no entry '" + segs[1] + "' (the recipe has " + std::to_string(st.is_array() ? st.size() : 0) + " stages)");
+    json* node = &st[k];
+    for (size_t i = 2; i + 1 < segs.size(); ++i) {
+      if (!node->is_object()) bad("'" + key.substr(0, key.find(segs[i])) + "' is not an object");
+      node = &(*node)[segs[i]];
+      if (node->is_null()) *node = json::object();
+    }
+    if (!node->is_object()) bad("the parent of '" + segs.back() + "' is not an object");
+    (*node)[segs.back()] = value;
+    return;
+  }
   json* node = &root;
   const Section* sec = &recipe_table();
   std::string path;

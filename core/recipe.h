@@ -68,9 +68,32 @@ struct CheckpointConfig {
   int64_t keep = 2;   // newest K kept
 };
 
+struct EvalTask {
+  std::string path;               // JSONL task file (eval/tasks.h: generation, choice, preference or loss rows)
+  std::string type = "auto";
+  int64_t max_new_tokens = 64;    // generation
+  int64_t samples = 1;            // generation: answers per prompt
+  double temperature = 0.0;       // generation: 0 = greedy
+  std::string extract;            // generation: answer-extracting regex
+};
+
 struct EvalConfig {
   int64_t every = 0;        // optimizer steps between held-out evaluations; 0 = only at the end
   int64_t max_batches = 0;  // 0 = the whole eval set
+  std::vector<EvalTask> tasks;  // task metrics before training and after (summary.json, model card)
+};
+
+// Steps after training (in a multi-stage recipe, after the last stage, from its resolved keys).
+struct MergeStep {
+  bool enabled = false;       // fold the final adapter into the base weights: <output_dir>/merged
+  std::string dtype;          // "" = the base's | "bf16" | "f16" | "f32"
+  std::string format = "hf";  // "hf" | "mistral"
+};
+struct PublishStep {
+  bool enabled = false;        // a Hub-ready folder with a model card: <output_dir>/publish
+  std::string what = "adapter"; // "adapter" | "merged" (needs merge.enabled)
+  std::string name;            // Hub repo id; "" = the folder's name
+  std::string license = "other";
 };
 
 struct DpoConfig {
@@ -102,6 +125,8 @@ struct Recipe {
   CheckpointConfig checkpoint;
   EvalConfig eval;
   DpoConfig dpo;
+  MergeStep merge;
+  PublishStep publish;
   std::vector<nlohmann::json> stages;  // multi-stage runs: partial recipes applied over this one, in order
 
   std::string source_path;  // the file it came from (not a key)

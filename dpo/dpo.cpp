@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/prepare.h"
 #include "core/safetensors.h"
+#include "eval/tasks.h"
 
 namespace fs = std::filesystem;
 
@@ -140,7 +141,9 @@ DpoResult run_dpo(const Recipe& r, bool resume) {
       return out;
     };
   hooks.save_artifacts = [&](const std::string& dir) { save_adapter_artifacts(pm, dir); };
+  if (!resume) res.tasks["before"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "before training");
   res.summary = train_loop(r, model, pm.trainable, hooks, resume);
+  res.tasks["after"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "after training");
 
   // 5. the final adapter (a PEFT folder, the continued SFT adapter included)
   save_adapter_artifacts(pm, r.output_dir + "/adapter");

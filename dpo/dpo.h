@@ -14,6 +14,7 @@ namespace affinage {
 struct DpoResult {
   TrainSummary summary;
   nlohmann::json data_stats;  // train/eval PreferenceStats
+  nlohmann::json tasks = nlohmann::json::object();  // eval.tasks results: {"before": {...}, "after": {...}}
 };
 
 DpoResult run_dpo(const Recipe& r, bool resume);

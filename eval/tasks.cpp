@@ -2,6 +2,7 @@
 #include "eval/tasks.h"
 #include <algorithm>
 #include <fstream>
+#include <iostream>
 #include <regex>
 #include "core/chat.h"
 #include "core/error.h"
@@ -215,6 +216,28 @@ nlohmann::json evaluate_task(CausalLMImpl& m, const Tokenizer& tok, const std::s
   else fail("eval: unknown task type '", type, "'; use auto, generation, choice, preference or loss");
   r["file"] = file;
   return r;
+}
+
+nlohmann::json run_eval_tasks(const std::vector<EvalTask>& tasks, CausalLMImpl& m, const Tokenizer& tok, int64_t batch,
+                              const std::string& label) {
+  nlohmann::json out = nlohmann::json::object();
+  if (tasks.empty()) return out;
+  const bool was_training = m.is_training();
+  m.eval();
+  for (const EvalTask& t : tasks) {
+    TaskOptions o;
+    o.type = t.type, o.batch = std::max<int64_t>(batch, 1), o.max_new_tokens = t.max_new_tokens, o.samples = t.samples;
+    o.temperature = t.temperature, o.extract = t.extract;
+    nlohmann::json r = evaluate_task(m, tok, t.path, o);
+    r.erase("examples");
+    std::cerr << "task " << t.path << " (" << label << "):";
+    for (auto& [k, v] : r.items())
+      if (v.is_number_float()) std::cerr << "  " << k << " " << v.get<double>();
+    std::cerr << "\n";
+    out[t.path] = r;
+  }
+  m.train(was_training);
+  return out;
 }
 
 }  // namespace affinage

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include "core/generate.h"
 #include "core/model.h"
+#include "core/recipe.h"
 #include "core/tokenizer.h"
 
 namespace affinage {
@@ -34,6 +35,10 @@ std::string detect_task_type(const std::string& file);
 
 // Runs the task; returns {"task": type, "rows": n, metric: value, ...} (all metrics in [0, 1] except loss).
 nlohmann::json evaluate_task(CausalLMImpl& m, const Tokenizer& tok, const std::string& file, const TaskOptions& o);
+
+// The recipe's eval.tasks on the model as it is (eval mode, no grad): {path: result, ...}; prints a line each.
+nlohmann::json run_eval_tasks(const std::vector<EvalTask>& tasks, CausalLMImpl& m, const Tokenizer& tok, int64_t batch,
+                              const std::string& label);
 
 // Generation scoring rules, exposed for tests.
 bool answer_exact(const std::string& output, const std::string& reference);    // equal after trimming

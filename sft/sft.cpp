@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/prepare.h"
 #include "core/safetensors.h"
+#include "eval/tasks.h"
 #include "datasets/row_batch.h"
 
 namespace fs = std::filesystem;
@@ -56,7 +57,9 @@ SftResult run_sft(const Recipe& r, bool resume) {
       return std::map<std::string, double>{{"eval_loss", n > 0 ? sum / n : 0.0}};
     };
   hooks.save_artifacts = [&](const std::string& dir) { save_adapter_artifacts(pm, dir); };
+  if (!resume) res.tasks["before"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "before training");
   res.summary = train_loop(r, model, pm.trainable, hooks, resume);
+  res.tasks["after"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "after training");
 
   // 4. the final adapter
   save_adapter_artifacts(pm, r.output_dir + "/adapter");

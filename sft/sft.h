@@ -8,6 +8,7 @@ namespace affinage {
 struct SftResult {
   TrainSummary summary;
   nlohmann::json data_stats;  // train/eval DataStats
+  nlohmann::json tasks = nlohmann::json::object();  // eval.tasks results: {"before": {...}, "after": {...}}
 };
 
 SftResult run_sft(const Recipe& r, bool resume);

@@ -248,6 +248,9 @@ TEST(Dpo, SftThenDpoInOneRun) {
       {"lora", {{"r", 8}, {"alpha", 16}, {"targets", "all-linear"}}},
       {"train", {{"batch_size", 8}, {"max_steps", 3}}},
       {"data", {{"seq_len", 160}}},
+      {"eval", {{"tasks", {{{"path", repo_path("datasets/data/quickstart_heldout_words.jsonl")}, {"max_new_tokens", 12}}}}}},
+      {"merge", {{"enabled", true}}},
+      {"publish", {{"enabled", true}, {"what", "merged"}, {"license", "mit"}}},
       {"stages", {{{"stage", "sft"}, {"data", {{"train", repo_path("datasets/data/stories_words_sft.jsonl")}}}},
                   {{"stage", "dpo"}, {"data", {{"train", repo_path("datasets/data/stories_words_prefs_train.jsonl")},
                                                 {"eval", repo_path("datasets/data/stories_words_prefs_eval.jsonl")}}}}}}};
@@ -263,6 +266,19 @@ TEST(Dpo, SftThenDpoInOneRun) {
   EXPECT_EQ(lines[0]["step"], 0);
   EXPECT_NEAR(lines[0]["eval_loss"].get<double>(), std::log(2.0), 1e-6);
   EXPECT_TRUE(fs::exists(dir + "/run/2-dpo/adapter/adapter_model.safetensors"));
+  // eval.tasks before and after each stage; merge and publish after the last one, the card showing the tasks
+  auto sum = nlohmann::json::parse(std::ifstream(dir + "/run/2-dpo/summary.json"));
+  const std::string task = repo_path("datasets/data/quickstart_heldout_words.jsonl");
+  for (const char* when : {"before", "after"}) {
+    ASSERT_TRUE(sum["tasks"][when].contains(task)) << sum["tasks"].dump();
+    EXPECT_EQ(sum["tasks"][when][task]["task"], "generation");
+    EXPECT_EQ(sum["tasks"][when][task]["rows"], 8);
+  }
+  EXPECT_TRUE(fs::exists(dir + "/run/merged/model.safetensors"));
+  std::ifstream card_in(dir + "/run/publish/README.md");
+  std::string card((std::istreambuf_iterator<char>(card_in)), {});
+  EXPECT_NE(card.find("Task `" + task + "` (generation, 8 rows)"), std::string::npos) << card;
+  EXPECT_NE(card.find("| word_match |"), std::string::npos);
   auto again = affinage::test::run_cli("run " + dir + "/r.json --resume");
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_NE(again.err.find("stage 2/2 (dpo) already finished"), std::string::npos) << again.err;
