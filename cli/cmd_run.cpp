@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/recipe.h"
+#include "core/report.h"
 #include "core/safetensors.h"
 #include "dpo/dpo.h"
 #include "sft/sft.h"
@@ -32,6 +33,7 @@ static void run_stage(const Recipe& r, bool resume) {
   nlohmann::json summary = {{"stage", r.stage}, {"steps", s.steps}, {"final", s.last}, {"eval", s.eval},
                             {"initial_eval", s.initial_eval}, {"data", data}};
   write_file_atomic(r.output_dir + "/summary.json", summary.dump(2) + "\n");
+  write_report(r.output_dir);
   std::cout << "done: " << r.name << " (" << r.stage << "), " << s.steps << " steps; adapter in " << r.output_dir
             << "/adapter\n";
 }

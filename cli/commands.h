@@ -18,6 +18,8 @@ int cmd_data(const Args& args);
 int cmd_data_check(const Args& args);  // `affinage data check` (cli/cmd_data_check.cpp)
 int cmd_merge(const Args& args);
 int cmd_publish(const Args& args);
+int cmd_report(const Args& args);
+int cmd_recipes(const Args& args);
 
 // Parses `args` against `opts` (+ positional); prints help and returns true when --help was given.
 // Unknown options and missing values are errors that name the option.

@@ -37,6 +37,8 @@ static const std::map<std::string, Sub>& subcommands() {
       {"data", {cmd_data, "work on training data: synth (stories sampled from a model, checked, as SFT/DPO data)"}},
       {"merge", {cmd_merge, "fold LoRA adapters into a base model (linear, TIES, DARE): a new model folder"}},
       {"publish", {cmd_publish, "a folder ready for the Hugging Face Hub: files, model card, provenance"}},
+      {"report", {cmd_report, "(re)build RUN_DIR/report.html: charts, final metrics, recipe (self-contained)"}},
+      {"recipes", {cmd_recipes, "the shipped recipes: list | show NAME | copy NAME DEST"}},
   };
   return m;
 }
