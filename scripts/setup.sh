@@ -2,7 +2,8 @@
 # Installs the Debian packages affinage needs, only those missing (idempotent; silent when all are there).
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config ccache libtorch-dev libopenblas0-pthread libsentencepiece-dev
-      libboost-program-options-dev nlohmann-json3-dev libgtest-dev)
+      libboost-program-options-dev nlohmann-json3-dev libgtest-dev
+      chromium)  # headless, for the report.html screenshot test
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
