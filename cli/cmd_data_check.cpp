@@ -156,7 +156,7 @@ void print_estimate(const StageReport& r, const Estimate& e) {
 void print_stage(const StageReport& r, size_t k, size_t n, bool color) {
   std::printf("%sstage %s%s \"%s\" - tokenizer %s%s\n", k ? "\n" : "",
               n > 1 ? (std::to_string(k + 1) + "/" + std::to_string(n) + ": ").c_str() : "", r.stage.c_str(), r.name.c_str(),
-              r.tokenizer.c_str(), r.chat_format.empty() ? "" : (", chat format " + r.chat_format).c_str());
+              r.tokenizer.empty() ? "(none)" : r.tokenizer.c_str(), r.chat_format.empty() ? "" : (", chat format " + r.chat_format).c_str());
   std::printf("  data.seq_len %s, packing %s, truncation %s", group(r.seq_len).c_str(), r.packing ? "on" : "off",
               r.truncation.c_str());
   if (r.stage == "dpo") std::printf(", prompts kept to %s tokens when cut", group(r.max_prompt_len).c_str());
@@ -257,7 +257,7 @@ int cmd_data_check(const Args& args) {
     const bool color = isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR");
     std::printf("data check: %s\n\n", source.c_str());
     for (size_t k = 0; k < reports.size(); ++k) print_stage(reports[k], k, reports.size(), color);
-    std::printf(ok ? "\nok: every row of every file is valid\n" : "\nerrors: broken rows listed above; exit code 1\n");
+    std::printf(ok ? "\nok: every row of every file is valid\n" : "\nerrors: listed above; fix them and run again (exit code 1)\n");
     std::fflush(stdout);
   }
   return ok ? 0 : 1;

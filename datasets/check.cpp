@@ -243,6 +243,9 @@ Estimate estimate_run(const Recipe& r, const ModelConfig& mc, const std::vector<
                     "gradients), 2N + 2·L·T·(H·d) a forward-only token (evaluation" + std::string(needs_ref ? ", DPO reference" : "") +
                     "); N = " + std::to_string(e.matmul_params) + " matmul parameters from config.json, T the padded sequence "
                     "length; LoRA's own matmuls, norms, the optimizer and checkpoints are left out");
+  if (!r.eval.tasks.empty())
+    e.notes.push_back(std::to_string(r.eval.tasks.size()) + " eval.tasks file(s), scored before and after the stage, "
+                      "are not counted (nor checked here)");
   try {
     time_run(r, mc, o, e);
   } catch (const Error& err) {
