@@ -5,9 +5,12 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/recipe.h"
+#include "core/runtime.h"
 #include "core/report.h"
 #include "core/safetensors.h"
+#include "core/publish.h"
 #include "dpo/dpo.h"
+#include "lora/merge.h"
 #include "sft/sft.h"
 
 namespace fs = std::filesystem;
@@ -20,22 +23,47 @@ static void run_stage(const Recipe& r, bool resume) {
   fs::create_directories(r.output_dir);
   write_file_atomic(r.output_dir + "/recipe.json", recipe_to_json(r).dump(2) + "\n");
   TrainSummary s;
-  nlohmann::json data;
+  nlohmann::json data, tasks;
   if (r.stage == "sft") {
     auto res = run_sft(r, resume);
-    s = res.summary, data = res.data_stats;
+    s = res.summary, data = res.data_stats, tasks = res.tasks;
   } else if (r.stage == "dpo") {
     auto res = run_dpo(r, resume);
-    s = res.summary, data = res.data_stats;
+    s = res.summary, data = res.data_stats, tasks = res.tasks;
   } else {
     fail("recipe ", r.source_path, ": stage '", r.stage, "' is not available in this build (sft, dpo)");
   }
   nlohmann::json summary = {{"stage", r.stage}, {"steps", s.steps}, {"final", s.last}, {"eval", s.eval},
-                            {"initial_eval", s.initial_eval}, {"data", data}};
+                            {"initial_eval", s.initial_eval}, {"data", data}, {"tasks", tasks}};
   write_file_atomic(r.output_dir + "/summary.json", summary.dump(2) + "\n");
   write_report(r.output_dir);
   std::cout << "done: " << r.name << " (" << r.stage << "), " << s.steps << " steps; adapter in " << r.output_dir
             << "/adapter\n";
+}
+
+// The recipe's steps after training, from the last stage's resolved keys, into the top-level output_dir
+// (derived folders: rebuilt when the run is repeated or resumed).
+static void after_training(const Recipe& top, const Recipe& last) {
+  const std::string merged = top.output_dir + "/merged", published = top.output_dir + "/publish";
+  if (last.merge.enabled) {
+    fs::remove_all(merged);
+    MergeOptions mo;
+    mo.model_dir = last.model, mo.adapters = {{last.output_dir + "/adapter", 1.0}}, mo.out_dir = merged;
+    if (!last.merge.dtype.empty()) mo.dtype = parse_dtype(last.merge.dtype);
+    mo.format = last.merge.format;
+    auto ms = merge_adapters(mo);
+    std::cout << "merged: " << ms.tensors << " tensors (" << ms.lora_modules << " with LoRA) into " << merged << "\n";
+  }
+  if (last.publish.enabled) {
+    fs::remove_all(published);
+    PublishOptions po;
+    if (last.publish.what == "merged") po.model_dir = merged;
+    else po.adapter_dir = last.output_dir + "/adapter";
+    po.out_dir = published, po.name = last.publish.name, po.license = last.publish.license, po.run_dir = last.output_dir;
+    auto pr = publish(po);
+    for (auto& n : pr.notes) std::cerr << "note: " << n << "\n";
+    std::cout << "published: " << pr.out_dir << "\n  upload with: " << pr.upload_command << "\n";
+  }
 }
 
 int cmd_run(const Args& args) {
@@ -54,7 +82,7 @@ int cmd_run(const Args& args) {
   if (parse_args(args, "usage: affinage run RECIPE [--set key=value ...] [--resume]", opts, vm, &pos)) return 0;
   Recipe r = load_recipe(path, sets);
   std::vector<Recipe> stages = expand_stages(r);  // every stage validated before anything runs
-  if (stages.size() == 1) return run_stage(stages[0], resume), 0;
+  if (stages.size() == 1) return run_stage(stages[0], resume), after_training(r, stages[0]), 0;
   fs::create_directories(r.output_dir);
   write_file_atomic(r.output_dir + "/recipe.json", recipe_to_json(r).dump(2) + "\n");
   bool resuming = resume;
@@ -69,6 +97,7 @@ int cmd_run(const Args& args) {
     run_stage(s, resuming && fs::exists(s.output_dir + "/checkpoints"));
     resuming = false;  // the stages after the one resumed start fresh
   }
+  after_training(r, stages.back());
   return 0;
 }
 
