@@ -106,7 +106,7 @@ int cmd_data(const Args& args) {
   Args rest(args.begin() + 1, args.end());
   if (args[0] == "synth") return data_synth(rest);
   if (args[0] == "check") return cmd_data_check(rest);
-  fail("data: unknown subcommand '", args[0], "'; use synth (see affinage data --help)");
+  fail("data: unknown subcommand '", args[0], "'; use check or synth (see affinage data --help)");
 }
 
 }  // namespace affinage::cli

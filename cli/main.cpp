@@ -34,7 +34,7 @@ static const std::map<std::string, Sub>& subcommands() {
       {"eval", {cmd_eval, "loss and perplexity of a model (+ adapter) on a JSONL file"}},
       {"inspect", {cmd_inspect, "show what a model folder, adapter folder or safetensors file holds"}},
       {"tokenize", {cmd_tokenize, "text or a chat (messages JSON) to token ids"}},
-      {"data", {cmd_data, "work on training data: synth (stories sampled from a model, checked, as SFT/DPO data)"}},
+      {"data", {cmd_data, "training data: check (validate, count, show masks) and synth (stories sampled from a model as SFT/DPO data)"}},
       {"merge", {cmd_merge, "fold LoRA adapters into a base model (linear, TIES, DARE): a new model folder"}},
       {"publish", {cmd_publish, "a folder ready for the Hugging Face Hub: files, model card, provenance"}},
       {"report", {cmd_report, "(re)build RUN_DIR/report.html: charts, final metrics, recipe (self-contained)"}},
