@@ -290,6 +290,8 @@ std::string render_report(const std::string& run_dir) {
     if (fin.count(k)) o += row({esc(k), init.count(k) ? num(init[k], 6) : "", num(fin[k], 6)});
   o += "</table>\n";
 
+  if (summary && summary->contains("tasks") && !(*summary)["tasks"].empty())  // eval.tasks, before and after
+    o += "<h2>Task evaluations</h2>\n<pre>" + esc((*summary)["tasks"].dump(2)) + "</pre>\n";
   if (summary && summary->contains("data"))
     o += "<h2>Data</h2>\n<pre>" + esc((*summary)["data"].dump(2)) + "</pre>\n";
   o += "<h2>Recipe (resolved)</h2>\n";

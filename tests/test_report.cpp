@@ -169,6 +169,12 @@ TEST(Report, EscapesEverythingItShowsAndMarksAnUnfinishedRun) {
   EXPECT_TRUE(has(page, "a &amp; b &#39;q&#39;"));
   EXPECT_TRUE(has(page, "&lt;b&gt;odd&lt;/b&gt;")) << "an unknown metric gets its own chart";
   EXPECT_TRUE(has(page, "No summary.json"));
+  write_file_atomic(dir + "/summary.json", R"({"steps": 1, "final": {"loss": 1.5}, "initial_eval": {"eval_loss": 2.0},
+      "eval": {"eval_loss": 1.75}, "tasks": {"after": {"words.jsonl": {"contains": 0.5}}}})");
+  page = affinage::render_report(dir);
+  EXPECT_FALSE(has(page, "No summary.json"));
+  EXPECT_TRUE(has(page, "<tr><td>eval_loss</td><td>2</td><td>1.75</td></tr>")) << "before / final";
+  EXPECT_TRUE(has(page, "Task evaluations") && has(page, "&quot;contains&quot;: 0.5"));
   fs::remove_all(dir);
 }
 
