@@ -1,7 +1,8 @@
 // DPO training-step throughput: policy forward+backward over chosen+rejected in one batch, the reference
 // forward (adapters swapped to their initial values), AdamW; and the same step with precomputed reference
 // log-probs. Prints pairs/s, pair-tokens/s (tokens of both sequences) and MFU against the measured peak.
-// FLOPs per token: 4N for the LoRA policy step + 2N for the reference forward (N = matmul parameters + head).
+// FLOPs: 4 per matmul parameter per token for the LoRA policy step (forward + activation gradients) + 2 for the
+// reference forward; the head (vocab x hidden) counts only on response tokens, the only ones it runs on.
 // Usage: build/bench_dpo [mid_layers=1] [prompt=64] [response=64] [threads=0] [device=auto]
 #include <cstdlib>
 #include <iostream>
@@ -44,8 +45,8 @@ static void run(const std::string& label, CausalLM m, int64_t P, int64_t Tp, int
     opt.step(1e-4);
     if (dev.is_cuda()) torch::cuda::synchronize();
   };
-  const double n = layer_matmul_params(cfg) + double(cfg.vocab_size) * cfg.hidden_size;
-  const double tokens = 2.0 * P * (Tp + Tr);
+  const double n_layers = layer_matmul_params(cfg), n_head = double(cfg.vocab_size) * cfg.hidden_size;
+  const double tokens = 2.0 * P * (Tp + Tr), response_tokens = 2.0 * P * Tr;
   for (bool pre : {false, true}) {
     step(pre);  // warm-up
     double best = 1e30;
@@ -54,7 +55,7 @@ static void run(const std::string& label, CausalLM m, int64_t P, int64_t Tp, int
       step(pre);
       best = std::min(best, now_s() - t);
     }
-    double flops = tokens * (pre ? 4.0 : 6.0) * n;
+    double flops = (pre ? 4.0 : 6.0) * (tokens * n_layers + response_tokens * n_head);
     std::printf("  %-34s %-13s %7.2f pairs/s %9.1f pair-tokens/s  MFU %5.1f%%  step %.3f s  peak RSS %.0f MiB\n",
                 label.c_str(), pre ? "precomputed" : "live ref", P / best, tokens / best,
                 100.0 * flops / best / 1e9 / peak, best, peak_rss_mib());
