@@ -5,7 +5,7 @@
 #include "core/error.h"
 #include "core/prepare.h"
 #include "core/safetensors.h"
-#include "eval/tasks.h"
+#include "core/stage_run.h"
 
 namespace fs = std::filesystem;
 
@@ -38,12 +38,10 @@ StepLoss preference_step_loss(const PairLogps& lp, const at::Tensor& ref_c, cons
 std::pair<at::Tensor, at::Tensor> precompute_reference(ReferencePolicy& ref, const std::vector<PreferencePair>& pairs,
                                                        int64_t batch, c10::Device dev) {
   std::vector<at::Tensor> c, r;
-  for (int64_t s = 0; s < (int64_t)pairs.size(); s += batch) {
-    std::vector<int64_t> idx;
-    for (int64_t i = s; i < std::min<int64_t>(s + batch, pairs.size()); ++i) idx.push_back(i);
+  for_each_batch(pairs.size(), batch, 0, [&](const std::vector<int64_t>& idx) {
     auto [rc, rr] = ref.logps(make_pair_batch(pairs, idx, dev));
     c.push_back(rc.cpu()), r.push_back(rr.cpu());
-  }
+  });
   if (c.empty()) return {at::zeros({0}), at::zeros({0})};
   return {at::cat(c), at::cat(r)};
 }
@@ -119,7 +117,7 @@ DpoResult run_dpo(const Recipe& r, bool resume) {
     return preference_step_loss(lp, rc, rr, loss_cfg, b.real_tokens);
   };
 
-  // 4. the shared loop with DPO's batches (batch_size pairs = 2 x batch_size sequences) and loss
+  // 4. DPO's batches (batch_size pairs = 2 x batch_size sequences) and loss for the shared loop
   StageHooks hooks;
   hooks.num_rows = data.train.size();
   hooks.loss = [&](CausalLMImpl& m, const std::vector<int64_t>& idx) { return batch_loss(m, data.train, 0, idx); };
@@ -127,27 +125,19 @@ DpoResult run_dpo(const Recipe& r, bool resume) {
     hooks.evaluate = [&](CausalLMImpl& m) {
       double loss = 0, n = 0;
       std::map<std::string, double> sums;
-      int64_t B = r.train.batch_size, batches = 0;
-      for (int64_t s = 0; s < (int64_t)data.eval.size(); s += B, ++batches) {
-        if (r.eval.max_batches > 0 && batches >= r.eval.max_batches) break;
-        std::vector<int64_t> idx;
-        for (int64_t i = s; i < std::min<int64_t>(s + B, data.eval.size()); ++i) idx.push_back(i);
+      for_each_batch(data.eval.size(), r.train.batch_size, r.eval.max_batches, [&](const std::vector<int64_t>& idx) {
         StepLoss l = batch_loss(m, data.eval, 1, idx);
         loss += l.sum.item<double>(), n += l.units;
         for (auto& [k, v] : l.sums) sums[k] += v;
-      }
+      });
       std::map<std::string, double> out{{"eval_loss", loss / n}};
       for (auto& [k, v] : sums) out["eval_" + k] = v / n;
       return out;
     };
   hooks.save_artifacts = [&](const std::string& dir) { save_adapter_artifacts(pm, dir); };
-  if (!resume) res.tasks["before"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "before training");
-  res.summary = train_loop(r, model, pm.trainable, hooks, resume);
-  res.tasks["after"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "after training");
 
-  // 5. the final adapter (a PEFT folder, the continued SFT adapter included)
-  save_adapter_artifacts(pm, r.output_dir + "/adapter");
-  std::cerr << "adapter written to " << r.output_dir << "/adapter\n";
+  // 5. the loop between the recipe's task metrics, then the final adapter (the continued SFT adapter included)
+  res.summary = run_stage_loop(r, pm, hooks, resume, res.tasks);
   return res;
 }
 

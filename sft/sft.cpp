@@ -5,7 +5,7 @@
 #include "core/error.h"
 #include "core/prepare.h"
 #include "core/safetensors.h"
-#include "eval/tasks.h"
+#include "core/stage_run.h"
 #include "datasets/row_batch.h"
 
 namespace fs = std::filesystem;
@@ -38,32 +38,23 @@ SftResult run_sft(const Recipe& r, bool resume) {
             << data.train_stats.dropped << " dropped), " << data.eval.size() << " eval rows\n";
   write_file_atomic(r.output_dir + "/data_stats.json", res.data_stats.dump(2));
 
-  // 3. the shared loop with SFT's batches and loss
+  // 3. SFT's batches and loss for the shared loop
   StageHooks hooks;
   hooks.num_rows = data.train.size();
   hooks.loss = [&](CausalLMImpl& m, const std::vector<int64_t>& idx) { return rows_loss(m, data.train, idx, pm.device); };
   if (!data.eval.empty())
     hooks.evaluate = [&](CausalLMImpl& m) {
       double sum = 0, n = 0;
-      int64_t B = r.train.batch_size, batches = 0;
-      for (int64_t s = 0; s < (int64_t)data.eval.size(); s += B, ++batches) {
-        if (r.eval.max_batches > 0 && batches >= r.eval.max_batches) break;
-        std::vector<int64_t> idx;
-        for (int64_t i = s; i < std::min<int64_t>(s + B, data.eval.size()); ++i) idx.push_back(i);
+      for_each_batch(data.eval.size(), r.train.batch_size, r.eval.max_batches, [&](const std::vector<int64_t>& idx) {
         auto l = rows_loss(m, data.eval, idx, pm.device);
-        sum += l.sum.item<double>();
-        n += l.units;
-      }
+        sum += l.sum.item<double>(), n += l.units;
+      });
       return std::map<std::string, double>{{"eval_loss", n > 0 ? sum / n : 0.0}};
     };
   hooks.save_artifacts = [&](const std::string& dir) { save_adapter_artifacts(pm, dir); };
-  if (!resume) res.tasks["before"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "before training");
-  res.summary = train_loop(r, model, pm.trainable, hooks, resume);
-  res.tasks["after"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "after training");
 
-  // 4. the final adapter
-  save_adapter_artifacts(pm, r.output_dir + "/adapter");
-  std::cerr << "adapter written to " << r.output_dir << "/adapter\n";
+  // 4. the loop between the recipe's task metrics, then the final adapter
+  res.summary = run_stage_loop(r, pm, hooks, resume, res.tasks);
   return res;
 }
 
