@@ -141,7 +141,7 @@ void check_dpo(const Recipe& r, const Tokenizer& tok, const CheckOptions& o, Sta
   const DataConfig& cfg = r.data;
   const ChatFormat chat = chat_format_from_name(cfg.chat_format, tok);
   rep.chat_format = chat_format_name(chat);
-  rep.max_prompt_len = r.dpo.max_prompt_len > 0 ? r.dpo.max_prompt_len : cfg.seq_len / 2;  // as dpo/dpo.cpp
+  rep.max_prompt_len = effective_max_prompt_len(r);
   auto files = load_all<PreferencePair>(
       cfg, [&](const DataSource& s) { return load_preference_file(s, tok, chat, cfg.columns); }, rep);
   if (!rep.errors.empty()) return;

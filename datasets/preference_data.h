@@ -50,6 +50,11 @@ std::vector<PreferencePair> load_preference_file(const DataSource& src, const To
 void truncate_pairs(std::vector<PreferencePair>& pairs, int64_t max_len, int64_t max_prompt_len,
                     const std::string& policy, PreferenceStats& stats);
 
+// The prompt floor truncate_pairs gets from a recipe: dpo.max_prompt_len, or data.seq_len / 2 when it is 0.
+inline int64_t effective_max_prompt_len(const Recipe& r) {
+  return r.dpo.max_prompt_len > 0 ? r.dpo.max_prompt_len : r.data.seq_len / 2;
+}
+
 struct PreferenceData {
   std::vector<PreferencePair> train, eval;
   PreferenceStats train_stats, eval_stats;

@@ -25,13 +25,13 @@ StepLoss preference_step_loss(const PairLogps& lp, const at::Tensor& ref_c, cons
   s.sum = l.losses.sum();
   s.units = double(lp.chosen_sum.size(0));
   s.tokens = tokens;
-  auto total = [](const at::Tensor& t) { return t.detach().to(at::kDouble).sum().item<double>(); };
-  s.sums = {{"rewards/chosen", total(l.chosen_rewards)},
-            {"rewards/rejected", total(l.rejected_rewards)},
-            {"rewards/accuracies", total((l.chosen_rewards > l.rejected_rewards).to(at::kDouble))},
-            {"rewards/margins", total(l.chosen_rewards - l.rejected_rewards)},
-            {"logps/chosen", total(lp.chosen_sum)},
-            {"logps/rejected", total(lp.rejected_sum)}};
+  // Six sums in one host transfer (one sync per micro-batch, not six).
+  auto d = [](const at::Tensor& t) { return t.detach().to(at::kDouble).sum(); };
+  auto v = at::stack({d(l.chosen_rewards), d(l.rejected_rewards), d((l.chosen_rewards > l.rejected_rewards).to(at::kDouble)),
+                      d(l.chosen_rewards - l.rejected_rewards), d(lp.chosen_sum), d(lp.rejected_sum)}).cpu();
+  const double* x = v.data_ptr<double>();
+  s.sums = {{"rewards/chosen", x[0]}, {"rewards/rejected", x[1]}, {"rewards/accuracies", x[2]},
+            {"rewards/margins", x[3]}, {"logps/chosen", x[4]}, {"logps/rejected", x[5]}};
   return s;
 }
 
@@ -72,7 +72,7 @@ DpoResult run_dpo(const Recipe& r, bool resume) {
 
   // 2. pairs: every row validated before the first step
   fs::create_directories(r.output_dir);
-  const int64_t max_prompt = r.dpo.max_prompt_len > 0 ? r.dpo.max_prompt_len : r.data.seq_len / 2;
+  const int64_t max_prompt = effective_max_prompt_len(r);
   PreferenceData data = build_preference_data(r.data, max_prompt, *pm.tokenizer, r.seed);
   DpoResult res;
   res.data_stats = {{"train", data.train_stats.to_json()}, {"eval", data.eval_stats.to_json()}};
