@@ -1,8 +1,9 @@
 // affinage run: a recipe file → a training run (its stage, or each of its stages in order), with --set
-// overrides and --resume.
+// overrides and --resume; data-parallel under torchrun/srun or with --nproc K (core/distributed.h).
 #include <filesystem>
 #include <iostream>
 #include "cli/commands.h"
+#include "core/distributed.h"
 #include "core/error.h"
 #include "core/recipe.h"
 #include "core/runtime.h"
@@ -18,10 +19,25 @@ namespace po = boost::program_options;
 
 namespace affinage::cli {
 
+// Ranks other than 0 print nothing while they train (rank 0 reports for all); an error still reaches the
+// terminal, since the stream is restored before main() prints it.
+struct QuietUnlessMain {
+  struct Null : std::streambuf {
+    int overflow(int c) override { return c; }
+  } null;
+  std::streambuf* err = std::cerr.rdbuf();
+  std::streambuf* out = std::cout.rdbuf();
+  QuietUnlessMain() {
+    if (!world().main()) std::cerr.rdbuf(&null), std::cout.rdbuf(&null);
+  }
+  ~QuietUnlessMain() { std::cerr.rdbuf(err), std::cout.rdbuf(out); }
+};
+
 // One stage: its resolved recipe, the run, summary.json (whose presence marks the stage as finished).
 static void run_stage(const Recipe& r, bool resume) {
+  const bool main = world().main();  // the other data-parallel ranks only train
   fs::create_directories(r.output_dir);
-  write_file_atomic(r.output_dir + "/recipe.json", recipe_to_json(r).dump(2) + "\n");
+  if (main) write_file_atomic(r.output_dir + "/recipe.json", recipe_to_json(r).dump(2) + "\n");
   TrainSummary s;
   nlohmann::json data, tasks;
   if (r.stage == "sft") {
@@ -33,6 +49,7 @@ static void run_stage(const Recipe& r, bool resume) {
   } else {
     fail("recipe ", r.source_path, ": stage '", r.stage, "' is not available in this build (sft, dpo)");
   }
+  if (!main) return;
   nlohmann::json summary = {{"stage", r.stage}, {"steps", s.steps}, {"final", s.last}, {"eval", s.eval},
                             {"initial_eval", s.initial_eval}, {"data", data}, {"tasks", tasks}};
   write_file_atomic(r.output_dir + "/summary.json", summary.dump(2) + "\n");
@@ -70,21 +87,38 @@ int cmd_run(const Args& args) {
   std::string path;
   std::vector<std::string> sets;
   bool resume = false;
+  int nproc = 0;
   po::options_description opts("run options");
   opts.add_options()
       ("recipe", po::value(&path)->required(), "recipe file (JSON, comments allowed)")
       ("set", po::value(&sets)->composing(), "override a key: --set lora.r=16 (repeatable)")
       ("resume", po::bool_switch(&resume), "continue from the newest checkpoint in the output folder; in a "
-                                           "multi-stage recipe, finished stages are skipped");
+                                           "multi-stage recipe, finished stages are skipped")
+      ("nproc", po::value(&nproc), "train data-parallel on K local processes (Gloo on CPU, NCCL on GPUs; the "
+                                   "same result as one process). Several machines: torchrun or srun, see docs/distributed.md");
   po::positional_options_description pos;
   pos.add("recipe", 1);
   po::variables_map vm;
-  if (parse_args(args, "usage: affinage run RECIPE [--set key=value ...] [--resume]", opts, vm, &pos)) return 0;
+  if (parse_args(args, "usage: affinage run RECIPE [--set key=value ...] [--resume] [--nproc K]", opts, vm, &pos)) return 0;
   Recipe r = load_recipe(path, sets);
   std::vector<Recipe> stages = expand_stages(r);  // every stage validated before anything runs
-  if (stages.size() == 1) return run_stage(stages[0], resume), after_training(r, stages[0]), 0;
+  if (nproc > 0) {
+    Args child{path};
+    for (auto& s : sets) child.push_back("--set"), child.push_back(s);
+    if (resume) child.push_back("--resume");
+    return launch_local_ranks(nproc, child);
+  }
+  read_world_from_env();
+  init_process_group(pick_device(r.device));
+  QuietUnlessMain quiet;
+  const bool main = world().main();
+  if (stages.size() == 1) {
+    run_stage(stages[0], resume);
+    if (main) after_training(r, stages[0]);
+    return 0;
+  }
   fs::create_directories(r.output_dir);
-  write_file_atomic(r.output_dir + "/recipe.json", recipe_to_json(r).dump(2) + "\n");
+  if (main) write_file_atomic(r.output_dir + "/recipe.json", recipe_to_json(r).dump(2) + "\n");
   bool resuming = resume;
   for (size_t k = 0; k < stages.size(); ++k) {
     const Recipe& s = stages[k];
@@ -97,7 +131,7 @@ int cmd_run(const Args& args) {
     run_stage(s, resuming && fs::exists(s.output_dir + "/checkpoints"));
     resuming = false;  // the stages after the one resumed start fresh
   }
-  after_training(r, stages.back());
+  if (main) after_training(r, stages.back());
   return 0;
 }
 

@@ -20,6 +20,8 @@ int cmd_merge(const Args& args);
 int cmd_publish(const Args& args);
 int cmd_report(const Args& args);
 int cmd_recipes(const Args& args);
+// `affinage run --nproc K`: starts K local ranks running `affinage run <child_args>` (cli/launch.cpp).
+int launch_local_ranks(int nproc, const Args& child_args);
 
 // Parses `args` against `opts` (+ positional); prints help and returns true when --help was given.
 // Unknown options and missing values are errors that name the option.

@@ -3,22 +3,26 @@
 #include <thread>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
+#include "core/distributed.h"
 #include "core/error.h"
 
 namespace affinage {
 
 void set_threads(int n) {
-  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // All cores, shared among the processes of this machine when data-parallel.
+  if (n <= 0) n = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / world().local_size);
   at::set_num_threads(n);
 }
 
 c10::Device pick_device(const std::string& name) {
-  if (name == "auto") return torch::cuda::is_available() ? c10::Device("cuda") : c10::Device("cpu");
+  // Data-parallel processes each take the GPU of their LOCAL_RANK unless the device names one.
+  const c10::Device local_gpu(world().size > 1 ? "cuda:" + std::to_string(world().local_rank) : std::string("cuda"));
+  if (name == "auto") return torch::cuda::is_available() ? local_gpu : c10::Device("cpu");
   if (name == "cpu") return c10::Device("cpu");
   if (name.rfind("cuda", 0) == 0) {
     if (!torch::cuda::is_available())
       fail("device '", name, "' requested but this LibTorch has no CUDA or no GPU is visible; use --device cpu");
-    return c10::Device(name);
+    return name == "cuda" ? local_gpu : c10::Device(name);
   }
   fail("unknown device '", name, "': use auto, cpu, cuda or cuda:N");
 }

@@ -6,9 +6,11 @@
 
 namespace affinage {
 
-// n <= 0: all cores (std::thread::hardware_concurrency). Sets intra-op threads for OpenBLAS/oneDNN paths.
+// Intra-op threads for the OpenBLAS/oneDNN paths. n <= 0: all cores, divided among this machine's
+// data-parallel processes.
 void set_threads(int n);
-// "auto" (cuda when LibTorch has it and a GPU is there, else cpu) | "cpu" | "cuda" | "cuda:N".
+// "auto" (cuda when LibTorch has it and a GPU is there, else cpu) | "cpu" | "cuda" | "cuda:N". With several
+// data-parallel processes, "auto" and "cuda" mean the GPU of LOCAL_RANK.
 c10::Device pick_device(const std::string& name);
 // "bf16"|"bfloat16" → BFloat16, "f16"|"fp16"|"float16" → Half, "f32"|"fp32"|"float32" → Float.
 c10::ScalarType parse_dtype(const std::string& name);

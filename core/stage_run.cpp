@@ -1,17 +1,23 @@
 // The common frame of a training stage (contract in core/stage_run.h).
 #include "core/stage_run.h"
 #include <iostream>
+#include "core/distributed.h"
 #include "eval/tasks.h"
 
 namespace affinage {
 
 TrainSummary run_stage_loop(const Recipe& r, PreparedModel& pm, const StageHooks& hooks, bool resume, nlohmann::json& tasks) {
   auto& model = *pm.model;
-  if (!resume) tasks["before"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "before training");
+  const bool main = world().main();  // data-parallel: rank 0 evaluates and writes, the others wait at the end
+  if (!resume && main)
+    tasks["before"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "before training");
   TrainSummary s = train_loop(r, model, pm.trainable, hooks, resume);
-  tasks["after"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "after training");
-  save_adapter_artifacts(pm, r.output_dir + "/adapter");
-  std::cerr << "adapter written to " << r.output_dir << "/adapter\n";
+  if (main) {
+    tasks["after"] = run_eval_tasks(r.eval.tasks, model, *pm.tokenizer, r.train.batch_size, "after training");
+    save_adapter_artifacts(pm, r.output_dir + "/adapter");
+    std::cerr << "adapter written to " << r.output_dir << "/adapter\n";
+  }
+  barrier();  // a following stage reads this adapter in every process
   return s;
 }
 

@@ -2,6 +2,7 @@
 #include "dpo/dpo.h"
 #include <filesystem>
 #include <iostream>
+#include "core/distributed.h"
 #include "core/error.h"
 #include "core/prepare.h"
 #include "core/safetensors.h"
@@ -37,13 +38,20 @@ StepLoss preference_step_loss(const PairLogps& lp, const at::Tensor& ref_c, cons
 
 std::pair<at::Tensor, at::Tensor> precompute_reference(ReferencePolicy& ref, const std::vector<PreferencePair>& pairs,
                                                        int64_t batch, c10::Device dev) {
-  std::vector<at::Tensor> c, r;
-  for_each_batch(pairs.size(), batch, 0, [&](const std::vector<int64_t>& idx) {
+  // Data-parallel: each process computes a share of the batches (the same batches as one process would
+  // run, so the same values); the sum over processes fills in the rest.
+  const int64_t n = pairs.size(), batches = (n + batch - 1) / batch;
+  auto [first, last] = rank_share(batches, world().rank, world().size);
+  const int64_t lo = std::min(n, first * batch), hi = std::min(n, last * batch);
+  std::vector<at::Tensor> out{at::zeros({n}, at::kFloat), at::zeros({n}, at::kFloat)};
+  for_each_batch(hi - lo, batch, 0, [&](const std::vector<int64_t>& local) {
+    std::vector<int64_t> idx;
+    for (int64_t i : local) idx.push_back(lo + i);
     auto [rc, rr] = ref.logps(make_pair_batch(pairs, idx, dev));
-    c.push_back(rc.cpu()), r.push_back(rr.cpu());
+    out[0].narrow(0, idx[0], idx.size()).copy_(rc), out[1].narrow(0, idx[0], idx.size()).copy_(rr);
   });
-  if (c.empty()) return {at::zeros({0}), at::zeros({0})};
-  return {at::cat(c), at::cat(r)};
+  all_reduce_sum(out);
+  return {out[0], out[1]};
 }
 
 // What the cached reference log-probs depend on: the reference weights and every pair's ids.
@@ -81,7 +89,7 @@ DpoResult run_dpo(const Recipe& r, bool resume) {
             << ts.chosen_tokens << " chosen, " << ts.rejected_tokens << " rejected tokens; " << ts.truncated_prompts
             << " prompts and " << ts.truncated_responses << " responses cut, " << ts.dropped << " dropped), "
             << data.eval.size() << " eval pairs\n";
-  write_file_atomic(r.output_dir + "/data_stats.json", res.data_stats.dump(2));
+  if (world().main()) write_file_atomic(r.output_dir + "/data_stats.json", res.data_stats.dump(2));
 
   // 3. the reference: the model as it is now (before any checkpoint is restored), optionally run once
   ReferencePolicy reference(model, pm.trainable, r.dpo.reference);
@@ -90,15 +98,22 @@ DpoResult run_dpo(const Recipe& r, bool resume) {
     const std::string path = r.output_dir + "/reference_logps.safetensors", fp = reference_fingerprint(r, data);
     std::unique_ptr<SafetensorsFile> f;
     if (fs::exists(path)) f = std::make_unique<SafetensorsFile>(path);
-    if (f && f->metadata().count("fingerprint") && f->metadata().at("fingerprint") == fp) {
+    bool cached = f && f->metadata().count("fingerprint") && f->metadata().at("fingerprint") == fp;
+    if (world().size > 1) {  // reused only when every process sees the same valid file
+      std::vector<at::Tensor> votes{at::full({1}, cached ? 1.0 : 0.0, at::kDouble)};
+      all_reduce_sum(votes);
+      cached = votes[0].item<double>() == world().size;
+    }
+    if (cached) {
       for (int s = 0; s < 2; ++s)
         cache_c[s] = f->load(s ? "eval.chosen" : "train.chosen"), cache_r[s] = f->load(s ? "eval.rejected" : "train.rejected");
       std::cerr << "reference log-probs: reusing " << path << "\n";
     } else {
       std::tie(cache_c[0], cache_r[0]) = precompute_reference(reference, data.train, r.train.batch_size, pm.device);
       std::tie(cache_c[1], cache_r[1]) = precompute_reference(reference, data.eval, r.train.batch_size, pm.device);
-      write_safetensors(path, {{"train.chosen", cache_c[0]}, {"train.rejected", cache_r[0]},
-                               {"eval.chosen", cache_c[1]}, {"eval.rejected", cache_r[1]}}, {{"fingerprint", fp}});
+      if (world().main())
+        write_safetensors(path, {{"train.chosen", cache_c[0]}, {"train.rejected", cache_r[0]},
+                                 {"eval.chosen", cache_c[1]}, {"eval.rejected", cache_r[1]}}, {{"fingerprint", fp}});
       std::cerr << "reference log-probs of " << data.train.size() + data.eval.size() << " pairs cached in " << path << "\n";
     }
   }

@@ -27,6 +27,7 @@ StepLoss preference_step_loss(const PairLogps& policy, const at::Tensor& ref_cho
                               const PreferenceLossConfig& cfg, int64_t tokens);
 
 // Reference log-probs of every pair, computed once in batches of `batch` pairs: {chosen [N], rejected [N]} (CPU fp32).
+// Data-parallel processes each compute a share and all receive every value.
 std::pair<at::Tensor, at::Tensor> precompute_reference(ReferencePolicy& ref, const std::vector<PreferencePair>& pairs,
                                                        int64_t batch, c10::Device dev);
 

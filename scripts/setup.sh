@@ -3,7 +3,7 @@
 # AFFINAGE_TEST_PACKAGES=1 (scripts/test.sh sets it) adds what only the tests need.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config ccache libtorch-dev libopenblas0-pthread libsentencepiece-dev
-      libboost-program-options-dev nlohmann-json3-dev libgtest-dev)
+      libboost-program-options-dev nlohmann-json3-dev libgtest-dev libgloo-dev)
 [ "${AFFINAGE_TEST_PACKAGES:-0}" = 1 ] && PKGS+=(chromium)  # headless, for the report.html screenshot test
 missing=()
 for p in "${PKGS[@]}"; do

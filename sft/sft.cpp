@@ -2,6 +2,7 @@
 #include "sft/sft.h"
 #include <filesystem>
 #include <iostream>
+#include "core/distributed.h"
 #include "core/error.h"
 #include "core/prepare.h"
 #include "core/safetensors.h"
@@ -36,7 +37,7 @@ SftResult run_sft(const Recipe& r, bool resume) {
   std::cerr << "data: " << data.train.size() << " training rows of " << r.data.seq_len << " tokens ("
             << data.train_stats.trained_tokens << " trained tokens, " << data.train_stats.truncated << " truncated, "
             << data.train_stats.dropped << " dropped), " << data.eval.size() << " eval rows\n";
-  write_file_atomic(r.output_dir + "/data_stats.json", res.data_stats.dump(2));
+  if (world().main()) write_file_atomic(r.output_dir + "/data_stats.json", res.data_stats.dump(2));
 
   // 3. SFT's batches and loss for the shared loop
   StageHooks hooks;
