@@ -5,6 +5,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include "core/error.h"
+#include "core/kernels/fused.h"
 
 namespace affinage {
 
@@ -12,10 +13,15 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const torch::TensorOptions& o
   weight = register_parameter("weight", torch::empty({dim}, opts), false);
 }
 
+// RMSNorm, RoPE and SwiGLU run fused where that pays (core/kernels/fused.h: on CUDA with the kernels built, on
+// CPU where bench/bench_kernels measured the twin faster), else as the ATen composites.
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  auto h = x.to(torch::kFloat32);
-  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight.to(x.scalar_type()) * h.to(x.scalar_type());
+  if (use_fused(FusedOp::RMSNorm, x)) return fused_rms_norm(x, weight, eps);
+  return rms_norm_composite(x, weight, eps);
+}
+
+static torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  return use_fused(FusedOp::Rope, x) ? fused_apply_rope(x, cos, sin) : apply_rope(x, cos, sin);
 }
 
 SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& c, const torch::TensorOptions& opts)
@@ -31,8 +37,8 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const Attention
   auto q = q_proj(x).view({B, T, n_heads, head_dim}).transpose(1, 2);     // [B, H, T, d]
   auto k = k_proj(x).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);  // [B, Hkv, T, d]
   auto v = v_proj(x).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);
-  q = apply_rope(q, ctx.cos, ctx.sin);
-  k = apply_rope(k, ctx.cos, ctx.sin);
+  q = rope(q, ctx.cos, ctx.sin);
+  k = rope(k, ctx.cos, ctx.sin);
   if (cache) {
     cache->k.narrow(2, ctx.cache_start, T).copy_(k);
     cache->v.narrow(2, ctx.cache_start, T).copy_(v);
@@ -50,7 +56,8 @@ MLPImpl::MLPImpl(const ModelConfig& c, const torch::TensorOptions& opts) {
 }
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
-  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+  auto gate = gate_proj(x), up = up_proj(x);
+  return down_proj(use_fused(FusedOp::SwiGLU, gate) ? fused_swiglu(gate, up) : swiglu_composite(gate, up));
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const torch::TensorOptions& opts) {
