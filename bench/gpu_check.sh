@@ -125,7 +125,7 @@ if ((dry == 0)); then
 fi
 gen=() keep_going=(-- -k)
 command -v ninja >/dev/null && gen=(-G Ninja) keep_going=(-- -k 0)
-rm -rf "$build"
+# an existing build folder is reconfigured, not removed (BUILD_DIR may point at one in use)
 phase configure 150 cmake -S . -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
   -DPKG_CONFIG_EXECUTABLE="$root/usr/bin/pkgconf" -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 || finish 1
 echo "deps from:"
