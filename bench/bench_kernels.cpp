@@ -3,8 +3,8 @@
 // On a CPU the fused op is the CPU twin, on a GPU the CUDA kernel. This is the measurement behind use_fused()'s
 // CPU table (core/kernels/fused.cpp) and the figures in bench/RESULTS.md.
 // As in training with LoRA: the RMSNorm weight is frozen (no weight gradient); q, gate and up need gradients.
-// Usage: build/bench_kernels [tokens] [threads] [device] [dtypes]; defaults: CPU 2048 tokens, all cores, f32,bf16;
-// CUDA 16384 tokens, bf16,f32.
+// Usage: build/bench_kernels [tokens] [threads] [device] [dtypes]; device defaults to cuda when a GPU is visible.
+// Defaults: CPU 2048 tokens, all cores, f32,bf16; CUDA 16384 tokens, bf16,f32.
 #include <functional>
 #include <sstream>
 #include <thread>
@@ -63,7 +63,7 @@ void bench_case(Case& c, int reps, const torch::Device& dev) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  torch::Device dev(argc > 3 ? argv[3] : "cpu");
+  torch::Device dev(argc > 3 ? argv[3] : (torch::cuda::is_available() ? "cuda" : "cpu"));
   const bool cuda = dev.is_cuda();
   const int64_t T = argc > 1 ? std::stoll(argv[1]) : (cuda ? 16384 : 2048);
   const int threads = argc > 2 ? std::stoi(argv[2]) : int(std::thread::hardware_concurrency());
