@@ -42,10 +42,15 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   auto w = weight.scalar_type() == x.scalar_type() ? weight : weight.to(x.scalar_type());
   auto y = torch::nn::functional::linear(x, w);
   if (!has_lora() || !adapter_enabled_) return y;
-  auto h = x.to(lora_A->weight.scalar_type());
-  if (spec_.dropout > 0 && is_training()) h = torch::dropout(h, spec_.dropout, /*train=*/true);
-  auto delta = lora_B(lora_A(h)) * scale_;
-  return y + delta.to(y.scalar_type());
+  // The low-rank path adds no full-size temporary: the scale goes into the [..., r] intermediate and B's
+  // product is accumulated into y in place (addmm_). With bf16/f16 activations it runs in their dtype, as
+  // under autocast (the fp32 LoRA weights are cast; their gradients arrive in fp32); in f32 it is PEFT's sum.
+  const auto dt = x.scalar_type();
+  auto cast = [&](const torch::Tensor& t) { return t.scalar_type() == dt ? t : t.to(dt); };
+  auto h = spec_.dropout > 0 && is_training() ? torch::dropout(x, spec_.dropout, /*train=*/true) : x;
+  auto a = torch::nn::functional::linear(h, cast(lora_A->weight)).mul_(scale_);
+  y.view({-1, out_features}).addmm_(a.view({-1, spec_.r}), cast(lora_B->weight).t());
+  return y;
 }
 
 torch::Tensor LinearImpl::delta_weight() const {
