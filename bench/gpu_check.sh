@@ -64,11 +64,12 @@ finish() {
   printf '%s\n' "${summary[@]}"
   echo "--- figures ---"
   local f
-  for f in env configure tests bench_train peft bench_dpo; do
+  for f in env configure tests bench_train peft bench_dpo bench_train_unfused; do
     [[ -f $work/$f.log ]] || continue
+    echo "[$f]"
     grep -h -E '^(OS|GPU|torch|transformers):|^  [A-Za-z_]+(_DIR|_LIBDIR|_EXECUTABLE):|matmul peak|^  (mistral7b|stories260K)|^bench_logits:|^peft_compare:|^\[  (PASSED|FAILED)  \]|^\[  FAILED' "$work/$f.log"
   done
-  [[ -f $work/bench_kernels.log ]] && tail -n 15 "$work/bench_kernels.log"
+  [[ -f $work/bench_kernels.log ]] && echo "[bench_kernels]" && tail -n 15 "$work/bench_kernels.log"
   exit $((${1:-0} || failed))
 }
 
@@ -166,4 +167,7 @@ phase bench_dpo 150 "$build/bench_dpo" device=cuda
 
 # --- 9. the kernels' own benchmark, when there is time left
 [[ -f bench/bench_kernels.cpp ]] && phase bench_kernels 60 "$build/bench_kernels"
+
+# --- 10. the 7B SFT step again with the fused kernels off (AFFINAGE_FUSED_KERNELS=0): their gain, if time is left
+phase bench_train_unfused 100 env AFFINAGE_FUSED_KERNELS=0 "$build/bench_train" device=cuda small=0 steps=2
 finish 0
