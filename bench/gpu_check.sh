@@ -154,7 +154,7 @@ phase build 330 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" "$
   }
 
 # --- 5. CUDA parity tests (the kernels' CUDA vs CPU twins)
-[[ -f tests/test_kernels.cpp ]] && phase tests 90 "$build/test_kernels" --gtest_color=no
+[[ -f tests/test_kernels.cpp ]] && phase tests 90 "$build/tests/test_kernels" --gtest_color=no
 
 # --- 6. Mistral-7B LoRA SFT: 32 layers, bf16, r16 all-linear, 8 packed rows x 4096 tokens, checkpointing
 phase bench_train 150 "$build/bench_train" device=cuda
