@@ -137,6 +137,7 @@ grep -E '^(Boost_DIR|boost_program_options_DIR|GTest_DIR|nlohmann_json_DIR|SPM_L
 targets=(affinage bench_train bench_dpo bench_logits)
 [[ -f tests/test_kernels.cpp ]] && targets+=(test_kernels)
 [[ -f bench/bench_kernels.cpp ]] && targets+=(bench_kernels)
+[[ -f bench/bench_lora.cpp ]] && targets+=(bench_lora)
 if ((dry == 1)); then
   phase build 300 cmake --build "$build" -j "$(nproc)" --target affinage_spm || finish 1
   echo "the SentencePiece shim links:"
@@ -167,6 +168,9 @@ phase bench_dpo 150 "$build/bench_dpo" device=cuda
 
 # --- 9. the kernels' own benchmark, when there is time left
 [[ -f bench/bench_kernels.cpp ]] && phase bench_kernels 60 "$build/bench_kernels"
+
+# --- 9b. the LoRA layer without full-size temporaries vs PEFT's formula, bf16 at 7B shapes
+[[ -f bench/bench_lora.cpp ]] && phase bench_lora 40 "$build/bench_lora" device=cuda dtype=bf16 tokens=4096 reps=5
 
 # --- 10. the 7B SFT step again with the fused kernels off (AFFINAGE_FUSED_KERNELS=0): their gain, if time is left
 phase bench_train_unfused 100 env AFFINAGE_FUSED_KERNELS=0 "$build/bench_train" device=cuda small=0 steps=2
