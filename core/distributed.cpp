@@ -2,6 +2,7 @@
 // Compiled without the precompiled header: the c10d headers need USE_C10D_* defined before they are read.
 #include "core/distributed.h"
 #include <cstdlib>
+#include <iostream>
 #include <map>
 #include <memory>
 #include "core/error.h"
@@ -131,10 +132,12 @@ std::string distributed_backends() {
 
 void read_world_from_env() {
   World w;
-  w.size = env_int({"WORLD_SIZE", "SLURM_NTASKS"}, 1);
+  // Slurm: the step's counts, not the allocation's (SLURM_NTASKS), so that a plain `affinage run` inside an
+  // sbatch script or salloc shell stays one process instead of waiting for tasks that were never started.
+  w.size = env_int({"WORLD_SIZE", "SLURM_STEP_NUM_TASKS"}, 1);
   w.rank = env_int({"RANK", "SLURM_PROCID"}, 0);
   w.local_rank = env_int({"LOCAL_RANK", "SLURM_LOCALID"}, 0);
-  w.local_size = env_int({"LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"}, w.size);
+  w.local_size = env_int({"LOCAL_WORLD_SIZE", "SLURM_STEP_TASKS_PER_NODE"}, w.size);
   if (w.size < 1) fail("WORLD_SIZE must be at least 1");
   if (w.rank >= w.size) fail("RANK=", w.rank, " is not below WORLD_SIZE=", w.size);
   if (w.local_size < 1 || w.local_rank >= w.local_size)
@@ -156,6 +159,9 @@ void init_process_group(c10::Device device) {
   so.isServer = g_world.rank == 0;
   so.numWorkers = g_world.size;
   so.timeout = std::chrono::seconds(env_int({"AFFINAGE_DIST_TIMEOUT_S"}, 1800));
+  if (g_world.rank == 0)
+    std::cerr << "distributed: " << g_world.size << " processes meet at " << addr << ":" << so.port << " (waiting up to "
+              << std::chrono::duration_cast<std::chrono::seconds>(so.timeout).count() << " s for all of them)\n";
   c10::intrusive_ptr<c10d::Store> store;
   try {
     store = c10::make_intrusive<c10d::TCPStore>(addr, so);

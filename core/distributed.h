@@ -21,8 +21,8 @@ struct World {
 
 const World& world();
 
-// torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE; Slurm's SLURM_PROCID, SLURM_NTASKS,
-// SLURM_LOCALID as a fallback). Sets rank/size only; errors name the variable. Call before pick_device.
+// torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE; inside an srun step, Slurm's
+// SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_STEP_TASKS_PER_NODE as a fallback). Sets rank/size only; errors name the variable. Call before pick_device.
 void read_world_from_env();
 // With more than one process: the TCP store at MASTER_ADDR:MASTER_PORT and the process group for `device`
 // (NCCL for CUDA where this LibTorch has it, else Gloo). Rank 0 hosts the store.

@@ -1,5 +1,6 @@
 // Data-parallel training (core/distributed.h): two processes on Gloo over loopback train exactly like one
-// process with the same recipe, for SFT and DPO, and a run resumes with another number of processes.
+// process with the same recipe, for SFT and DPO, a run resumes with another number of processes, and the
+// launch errors say what to do.
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -119,4 +120,11 @@ TEST(Distributed, LaunchErrorsSayWhatToDo) {
   ::unsetenv("WORLD_SIZE"), ::unsetenv("RANK");
   EXPECT_NE(e.code, 0);
   EXPECT_NE(e.err.find("MASTER_ADDR is not set"), std::string::npos) << e.err;
+  // inside an sbatch script of a 4-task allocation, a plain run is one process (the batch step has 1 task),
+  // not a rendezvous that waits for 3 processes nobody started
+  ::setenv("SLURM_NTASKS", "4", 1), ::setenv("SLURM_PROCID", "0", 1), ::setenv("SLURM_STEP_NUM_TASKS", "1", 1);
+  auto s = run_cli(recipe + " --set train.max_steps=1 --set eval.every=0 --set checkpoint.every=0");
+  ::unsetenv("SLURM_NTASKS"), ::unsetenv("SLURM_PROCID"), ::unsetenv("SLURM_STEP_NUM_TASKS");
+  EXPECT_EQ(s.code, 0) << s.err;
+  EXPECT_EQ(s.err.find("distributed:"), std::string::npos) << s.err;
 }
