@@ -161,6 +161,7 @@ static int bench_main(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
   try {
     return bench_main(argc, argv);
   } catch (const std::exception& e) {

@@ -11,6 +11,7 @@ using namespace affinage;
 using namespace affinage::bench;
 
 int main(int argc, char** argv) {
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
   int64_t layers = argc > 1 ? std::atoll(argv[1]) : 1, T0 = argc > 2 ? std::atoll(argv[2]) : 256;
   set_threads(argc > 3 ? std::atoi(argv[3]) : 0);
   auto dev = pick_device(argc > 4 ? argv[4] : "auto");

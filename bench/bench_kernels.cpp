@@ -11,6 +11,7 @@
 #include "bench/bench_util.h"
 #include "core/attention.h"
 #include "core/kernels/fused.h"
+#include "core/runtime.h"
 
 using namespace affinage;
 using namespace affinage::bench;
@@ -63,6 +64,7 @@ void bench_case(Case& c, int reps, const torch::Device& dev) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
   torch::Device dev(argc > 3 ? argv[3] : (torch::cuda::is_available() ? "cuda" : "cpu"));
   const bool cuda = dev.is_cuda();
   const int64_t T = argc > 1 ? std::stoll(argv[1]) : (cuda ? 16384 : 2048);

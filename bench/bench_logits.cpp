@@ -15,6 +15,7 @@
 using namespace affinage;
 
 int main(int argc, char** argv) {
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
   try {
     if (argc < 4) fail("usage: bench_logits MODEL_DIR ADAPTER_DIR OUT.safetensors [ids=1,2,...] [dtype=f32] [device=cpu]");
     std::string ids_s = "1,403,407,261,378,425,274,268,363,275,379,267,301,270,313,386,262,1,272,265,404,278,260,271";

@@ -18,6 +18,7 @@ using namespace affinage;
 static double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 int main(int argc, char** argv) {
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
   std::map<std::string, std::string> kv{{"tokens", "256"}, {"r", "16"}, {"dtype", "f32"}, {"device", "cpu"}, {"reps", "5"}};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

@@ -3,6 +3,7 @@
 #include <map>
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/runtime.h"
 
 namespace po = boost::program_options;
 
@@ -50,6 +51,7 @@ static void usage(std::ostream& os) {
 }
 
 int main(int argc, char** argv) {
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
   if (argc < 2) { usage(std::cerr); return 2; }
   std::string name = argv[1];
   if (name == "--help" || name == "-h" || name == "help") { usage(std::cout); return 0; }

@@ -1,12 +1,20 @@
 // Process-wide run-time choices: threads, device, dtype names.
 #include "core/runtime.h"
+#include <cstdlib>
 #include <thread>
+#include <unistd.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include "core/distributed.h"
 #include "core/error.h"
 
 namespace affinage {
+
+void prefer_passive_omp_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY")) return;
+  ::setenv("OMP_WAIT_POLICY", "passive", 1);
+  ::execv("/proc/self/exe", argv);  // only returns on failure (no /proc): carry on as we are
+}
 
 void set_threads(int n) {
   // All cores, shared among the processes of this machine when data-parallel.

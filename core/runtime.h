@@ -6,6 +6,13 @@
 
 namespace affinage {
 
+// LibTorch's OpenMP threads spin after each parallel region by default, stealing the cores OpenBLAS's own
+// threads need for the f32 GEMMs that follow (measured here: 2.4x on a tiny model, +20-30% on 4 layers of
+// 7B width; bench/RESULTS.md). libgomp reads OMP_WAIT_POLICY once, when it loads, before main(), so this
+// re-executes the program once with OMP_WAIT_POLICY=passive when the variable is unset (set it, to any
+// value, to keep your own). Call first thing in main(); returns only when no re-execution happened.
+void prefer_passive_omp_wait(char** argv);
+
 // Intra-op threads for the OpenBLAS/oneDNN paths. n <= 0: all cores, divided among this machine's
 // data-parallel processes.
 void set_threads(int n);
