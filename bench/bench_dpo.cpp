@@ -105,16 +105,7 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
   };
   auto time_step = [&](const std::function<void()>& f) {
     reset_peak_device_memory(o.dev);
-    f();  // warm-up
-    sync(o.dev);
-    double best = 1e30;
-    for (int64_t r = 0; r < o.steps; ++r) {
-      double t = now_s();
-      f();
-      sync(o.dev);
-      best = std::min(best, now_s() - t);
-    }
-    return best;
+    return best_seconds(o.steps, o.dev, f);
   };
   double t_live = 0;
   for (bool pre : {false, true}) {

@@ -25,33 +25,15 @@ struct Case {
   std::function<at::Tensor(const std::vector<at::Tensor>&)> composite, fused;
 };
 
-void sync(const torch::Device& dev) {
-  if (dev.is_cuda()) torch::cuda::synchronize();
-}
-
-// Best seconds of `reps` runs of f (after one warm-up).
-double best_of(int reps, const torch::Device& dev, const std::function<void()>& f) {
-  f();
-  sync(dev);
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    double t = now_s();
-    f();
-    sync(dev);
-    best = std::min(best, now_s() - t);
-  }
-  return best;
-}
-
 void bench_case(Case& c, int reps, const torch::Device& dev) {
   auto fwd = [&](auto& fn) {
-    return best_of(reps, dev, [&] {
+    return best_seconds(reps, dev, [&] {
       torch::NoGradGuard ng;
       fn(c.inputs);
     });
   };
   auto fwd_bwd = [&](auto& fn) {
-    return best_of(reps, dev, [&] {
+    return best_seconds(reps, dev, [&] {
       for (auto& t : c.inputs) t.mutable_grad() = at::Tensor();
       fn(c.inputs).backward(c.grad);
     });

@@ -3,36 +3,25 @@
 // temporaries, same weights, same inputs, in one run. Shapes of Mistral-7B's q/o (4096x4096) and MLP
 // (4096x14336, 14336x4096) projections.
 // Usage: build/bench_lora [tokens=256] [r=16] [dtype=f32|bf16] [device=cpu|cuda] [reps=5]
-#include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <functional>
-#include <map>
 #include <string>
 #include <torch/torch.h>
+#include "bench/bench_util.h"
 #include "core/runtime.h"
 #include "lora/linear.h"
 
 using namespace affinage;
+using namespace affinage::bench;
 
-static double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-int main(int argc, char** argv) {
-  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
-  std::map<std::string, std::string> kv{{"tokens", "256"}, {"r", "16"}, {"dtype", "f32"}, {"device", "cpu"}, {"reps", "5"}};
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto eq = a.find('=');
-    if (eq == std::string::npos || !kv.count(a.substr(0, eq))) { std::fprintf(stderr, "bad argument %s\n", argv[i]); return 2; }
-    kv[a.substr(0, eq)] = a.substr(eq + 1);
-  }
-  const int64_t T = std::atoll(kv["tokens"].c_str()), r = std::atoll(kv["r"].c_str()), reps = std::atoll(kv["reps"].c_str());
-  const auto dt = parse_dtype(kv["dtype"]);
-  const c10::Device dev = pick_device(kv["device"]);
+static int bench_main(int argc, char** argv) {
+  Args args(argc, argv, {"tokens", "r", "dtype", "device", "reps"});
+  const int64_t T = args.num("tokens", 256), r = args.num("r", 16), reps = args.num("reps", 5);
+  const std::string dtype = args.str("dtype", "f32");
+  const auto dt = parse_dtype(dtype);
+  const c10::Device dev = pick_device(args.str("device", "cpu"));
   set_threads(0);
-  auto sync = [&] { if (dev.is_cuda()) torch::cuda::synchronize(); };
   std::printf("bench_lora: LoRA r%lld linear fwd+bwd, %lld tokens, %s, %d threads, %s\n", (long long)r, (long long)T,
-              kv["dtype"].c_str(), at::get_num_threads(), dev.str().c_str());
+              dtype.c_str(), at::get_num_threads(), dev.str().c_str());
   for (auto [in, out] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 14336}, {14336, 4096}}) {
     torch::manual_seed(0);
     Linear lin(in, out, torch::TensorOptions().dtype(dt).device(dev));
@@ -57,17 +46,10 @@ int main(int argc, char** argv) {
       return y + (lin->lora_B(lin->lora_A(h)) * s).to(y.scalar_type());
     };
     auto time = [&](const std::function<torch::Tensor()>& f) {
-      double best = 1e30;
-      for (int64_t i = 0; i < reps + 1; ++i) {
-        x.mutable_grad() = torch::Tensor(), lin->lora_A->weight.mutable_grad() = torch::Tensor(),
-        lin->lora_B->weight.mutable_grad() = torch::Tensor();
-        sync();
-        double t0 = now_s();
+      return best_seconds(reps, dev, [&] {
+        for (auto* t : {&x, &lin->lora_A->weight, &lin->lora_B->weight}) t->mutable_grad() = torch::Tensor();
         f().backward(gy);
-        sync();
-        if (i > 0) best = std::min(best, now_s() - t0);  // the first is warm-up
-      }
-      return best;
+      });
     };
     // same values both ways (the check that the comparison is fair)
     auto a = ours(), b = plain();
@@ -79,4 +61,14 @@ int main(int argc, char** argv) {
                 100.0 * (t_plain / t_ours - 1.0), diff);
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
+  try {
+    return bench_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_lora: %s\n", e.what());
+    return 1;
+  }
 }

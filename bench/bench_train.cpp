@@ -32,20 +32,6 @@ struct Opts {
   double peak;  // GFLOP/s of the model's dtype
 };
 
-// Best time of `steps` runs of `step` after one warm-up, synchronized on a GPU.
-static double time_step(const std::function<void()>& step, int64_t steps, torch::Device dev) {
-  step();
-  sync(dev);
-  double best = 1e30;
-  for (int64_t r = 0; r < steps; ++r) {
-    double t = now_s();
-    step();
-    sync(dev);
-    best = std::min(best, now_s() - t);
-  }
-  return best;
-}
-
 static void report(const std::string& label, const std::string& variant, double tokens, double flops, double s,
                    const Opts& o, const std::string& extra = "") {
   const bool gpu = o.dev.is_cuda();
@@ -110,11 +96,11 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
     parity = buf;
   }
   reset_peak_device_memory(o.dev);
-  double t_ours = time_step(ours, o.steps, o.dev);
+  double t_ours = best_seconds(o.steps, o.dev, ours);
   report(label, "ours", tokens, tokens * per_token, t_ours, o, parity);
   if (!o.reference) return;
   reset_peak_device_memory(o.dev);
-  double t_plain = time_step(plain, o.steps, o.dev);
+  double t_plain = best_seconds(o.steps, o.dev, plain);
   char buf[64];
   std::snprintf(buf, sizeof buf, "  (ours %.2fx faster)", t_plain / t_ours);
   report(label, "plain", tokens, tokens * per_token, t_plain, o, buf);

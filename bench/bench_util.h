@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -36,6 +37,20 @@ inline double now_s() {
 
 inline void sync(torch::Device dev) {
   if (dev.is_cuda()) torch::cuda::synchronize();
+}
+
+// Best seconds of `reps` runs of f after one warm-up run, each synchronized on a GPU.
+inline double best_seconds(int64_t reps, torch::Device dev, const std::function<void()>& f) {
+  f();
+  sync(dev);
+  double best = 1e30;
+  for (int64_t i = 0; i < reps; ++i) {
+    double t = now_s();
+    f();
+    sync(dev);
+    best = std::min(best, now_s() - t);
+  }
+  return best;
 }
 
 // Benchmark arguments: key=value pairs, or bare values in the order of `keys` (the older positional form).

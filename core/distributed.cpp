@@ -44,20 +44,20 @@ template <class PG>
 struct PgComm : Comm {
   c10::intrusive_ptr<PG> pg;
   void all_reduce(std::vector<at::Tensor>& flat) override {
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto& t : flat) {
-      std::vector<at::Tensor> one{t};
-      works.push_back(pg->allreduce(one));
-    }
-    for (auto& w : works) w->wait();
+    each(flat, [&](std::vector<at::Tensor>& one) { return pg->allreduce(one); });
   }
   void broadcast(std::vector<at::Tensor>& flat) override {
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
     c10d::BroadcastOptions o;
     o.rootRank = 0;
+    each(flat, [&](std::vector<at::Tensor>& one) { return pg->broadcast(one, o); });
+  }
+  // Launches the collective on every tensor, then waits for all of them (the buckets travel together).
+  template <class Launch>
+  static void each(std::vector<at::Tensor>& flat, Launch launch) {
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
     for (auto& t : flat) {
       std::vector<at::Tensor> one{t};
-      works.push_back(pg->broadcast(one, o));
+      works.push_back(launch(one));
     }
     for (auto& w : works) w->wait();
   }
@@ -119,17 +119,6 @@ void bucketed(std::vector<at::Tensor>& ts, void (Comm::*op)(std::vector<at::Tens
 
 const World& world() { return g_world; }
 
-std::string distributed_backends() {
-  std::string s;
-#ifdef AFFINAGE_HAVE_GLOO
-  s += "gloo";
-#endif
-#ifdef AFFINAGE_HAVE_NCCL
-  s += s.empty() ? "nccl" : ", nccl";
-#endif
-  return s.empty() ? "none" : s;
-}
-
 void read_world_from_env() {
   World w;
   // Slurm: the step's counts, not the allocation's (SLURM_NTASKS), so that a plain `affinage run` inside an
@@ -169,7 +158,6 @@ void init_process_group(c10::Device device) {
     fail("rank ", g_world.rank, ": cannot reach the rendezvous at ", addr, ":", so.port, " (MASTER_ADDR:MASTER_PORT): ",
          e.what());
   }
-  const std::string host = addr;
 #ifdef AFFINAGE_HAVE_NCCL
   if (device.is_cuda()) {
     auto c = std::make_unique<PgComm<c10d::ProcessGroupNCCL>>();
@@ -178,7 +166,6 @@ void init_process_group(c10::Device device) {
     c->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, g_world.rank, g_world.size, o);
     c->device = device;
     g_comm = std::move(c);
-    g_world.backend = "nccl";
     return;
   }
 #endif
@@ -186,6 +173,7 @@ void init_process_group(c10::Device device) {
   {
     auto c = std::make_unique<PgComm<c10d::ProcessGroupGloo>>();
     auto o = c10d::ProcessGroupGloo::Options::create(so.timeout);
+    const std::string host = addr;
     if (const char* ifname = env("GLOO_SOCKET_IFNAME"))
       o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
     else if (host == "localhost" || host.rfind("127.", 0) == 0)
@@ -195,7 +183,6 @@ void init_process_group(c10::Device device) {
     c->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, g_world.rank, g_world.size, o);
     c->device = device.is_cuda() ? device : c10::Device("cpu");
     g_comm = std::move(c);
-    g_world.backend = "gloo";
     return;
   }
 #endif

@@ -4,7 +4,6 @@
 // trainable gradients and the step's sums, so a recipe trains the same on any number of processes.
 // With one process (no WORLD_SIZE, or WORLD_SIZE=1) every call here is a no-op.
 #pragma once
-#include <string>
 #include <utility>
 #include <vector>
 #include <ATen/ATen.h>
@@ -15,7 +14,6 @@ namespace affinage {
 struct World {
   int rank = 0, size = 1;              // global rank and number of processes
   int local_rank = 0, local_size = 1;  // within this machine (GPU index, thread share)
-  std::string backend = "none";        // "gloo" | "nccl" once the process group is up
   bool main() const { return rank == 0; }
 };
 
@@ -27,8 +25,6 @@ void read_world_from_env();
 // With more than one process: the TCP store at MASTER_ADDR:MASTER_PORT and the process group for `device`
 // (NCCL for CUDA where this LibTorch has it, else Gloo). Rank 0 hosts the store.
 void init_process_group(c10::Device device);
-// Whether this build can run more than one process (Gloo and/or NCCL compiled in), and which.
-std::string distributed_backends();
 
 // In place, summed over all processes. Any device; tensors are reduced in buckets of one dtype.
 void all_reduce_sum(std::vector<at::Tensor>& tensors);

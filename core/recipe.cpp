@@ -34,12 +34,17 @@ static const Table<DataSource>& source_table() {
   return t;
 }
 
-// A data source written as an object, or as its path alone.
+// An entry written as an object, or as its path alone ("a.jsonl" is short for {"path": "a.jsonl"}).
+template <class T>
+static T read_path_or_object(const Table<T>& table, const json& j, const std::string& p, const Ctx& c, const std::string& what) {
+  if (!j.is_string() && !j.is_object()) type_error(c, p, what + " (an object with \"path\", or a path string)", j);
+  T x;
+  read_table(table, x, j.is_string() ? json{{"path", j}} : j, p, c);
+  return x;
+}
+
 static DataSource read_source(const json& j, const std::string& p, const Ctx& c) {
-  if (!j.is_string() && !j.is_object()) type_error(c, p, "a data source (an object with \"path\", or a path string)", j);
-  DataSource s;
-  read_table(source_table(), s, j.is_string() ? json{{"path", j}} : j, p, c);
-  return s;
+  return read_path_or_object(source_table(), j, p, c, "a data source");
 }
 
 static Field<DataConfig> train_field() {
@@ -234,13 +239,8 @@ static Field<EvalConfig> tasks_field() {
   f.read = [](EvalConfig& e, const json& j, const std::string& p, const Ctx& c) {
     if (!j.is_array()) type_error(c, p, "an array of tasks", j);
     e.tasks.clear();
-    for (size_t i = 0; i < j.size(); ++i) {
-      std::string ip = p + "." + std::to_string(i);
-      if (!j[i].is_string() && !j[i].is_object()) type_error(c, ip, "a task (an object with \"path\", or a path string)", j[i]);
-      EvalTask t;
-      read_table(task_table(), t, j[i].is_string() ? json{{"path", j[i]}} : j[i], ip, c);
-      e.tasks.push_back(t);
-    }
+    for (size_t i = 0; i < j.size(); ++i)
+      e.tasks.push_back(read_path_or_object(task_table(), j[i], p + "." + std::to_string(i), c, "a task"));
   };
   f.write = [](const EvalConfig& e) {
     json a = json::array();

@@ -47,6 +47,10 @@ TrainSummary train_loop(const Recipe& r, CausalLMImpl& model, std::vector<NamedP
   const int64_t total = total_steps(r, hooks.num_rows);
   const std::string out = r.output_dir;
   const World& w = world();  // rank 0 alone writes files, evaluates and prints
+  if (r.train.batch_size * r.train.grad_accum < w.size)
+    fail("recipe ", r.source_path, ": a step has ", r.train.batch_size * r.train.grad_accum,
+         " rows (train.batch_size x train.grad_accum) for ", w.size, " processes; raise train.grad_accum to at least ",
+         (w.size + r.train.batch_size - 1) / r.train.batch_size, " or run fewer processes");
   if (w.main()) fs::create_directories(out);
   AdamW opt(trainable, r.optim);
   TrainSummary sum;
@@ -59,15 +63,13 @@ TrainSummary train_loop(const Recipe& r, CausalLMImpl& model, std::vector<NamedP
     auto st = load_run_checkpoint(ck, trainable, opt, gen);
     start = st.step;
     elapsed_before = st.elapsed_s;
-    if (w.main()) truncate_metrics(out + "/metrics.jsonl", start);
-    if (w.main()) std::cerr << "resuming from " << ck << " (step " << start << " of " << total << ")\n";
+    if (w.main()) {
+      truncate_metrics(out + "/metrics.jsonl", start);
+      std::cerr << "resuming from " << ck << " (step " << start << " of " << total << ")\n";
+    }
   } else if (resume && w.main()) {
     std::cerr << "no checkpoint in " << out << "/checkpoints: starting from step 0\n";
   }
-  if (r.train.batch_size * r.train.grad_accum < w.size)
-    fail("recipe ", r.source_path, ": a step has ", r.train.batch_size * r.train.grad_accum,
-         " rows (train.batch_size x train.grad_accum) for ", w.size, " processes; raise train.grad_accum to at least ",
-         (w.size + r.train.batch_size - 1) / r.train.batch_size, " or run fewer processes");
   if (w.size > 1) {
     // Every process must continue from the same step (checkpoints on a filesystem they all see) and the
     // same weights (rank 0's, whatever each process initialized).
@@ -147,18 +149,18 @@ TrainSummary train_loop(const Recipe& r, CausalLMImpl& model, std::vector<NamedP
       tokens += l.tokens;
       for (auto& [k, v] : l.sums) sums[k] += v;
     }
+    double loss_total = loss_sum.item<double>();  // the one host read of the step
     if (w.size > 1) {  // the whole step's sums and gradients, over every process
-      std::vector<double> v{loss_sum.item<double>(), units, double(tokens)};  // one host read per step
+      std::vector<double> v{loss_total, units, double(tokens)};
       for (auto& [k, x] : sums) v.push_back(x);
       std::vector<at::Tensor> t{at::tensor(v, at::kDouble)};
       all_reduce_sum(t);
       auto* x = t[0].data_ptr<double>();
-      loss_sum.fill_(x[0]), units = x[1], tokens = static_cast<int64_t>(x[2] + 0.5);
+      loss_total = x[0], units = x[1], tokens = static_cast<int64_t>(x[2] + 0.5);
       size_t i = 3;
       for (auto& kv : sums) kv.second = x[i++];
       all_reduce_grads(trainable);
     }
-    const double loss_total = loss_sum.item<double>();
     double loss = units > 0 ? loss_total / units : 0.0;
     if (!std::isfinite(loss)) {
       auto ck = latest_checkpoint(out);

@@ -11,26 +11,12 @@
 using namespace affinage;
 using affinage::test::data_path;
 using affinage::test::run_cli;
+using affinage::test::write_scratch;
 
 namespace {
 
 std::string v1_path() { return data_path("tokenizers/mistral_v1/tokenizer.model"); }
 std::string v3_path() { return data_path("tokenizers/mistral_v3/tokenizer.model"); }
-
-// One scratch folder per test process, removed at exit.
-const std::string& scratch() {
-  static struct Dir {
-    std::string path = affinage::test::temp_dir("cli_tok");
-    ~Dir() { std::filesystem::remove_all(path); }
-  } dir;
-  return dir.path;
-}
-
-std::string write(const std::string& name, const std::string& content) {
-  std::string path = scratch() + "/" + name;
-  std::ofstream(path) << content;
-  return path;
-}
 
 const char* kChatJson = R"([
   {"role": "system", "content": "Be brief."},
@@ -69,8 +55,8 @@ TEST(CliTokenize, MessagesArrayAndObjectFormsRenderTheChat) {
   ASSERT_GT(std::count(flags.begin(), flags.end(), 0), 0);
   ASSERT_GT(std::count(flags.begin(), flags.end(), 1), 0);
 
-  std::string arr = write("chat.json", kChatJson);
-  std::string obj = write("chat_obj.json", std::string("{\"messages\": ") + kChatJson + "}");
+  std::string arr = write_scratch("chat.json", kChatJson);
+  std::string obj = write_scratch("chat_obj.json", std::string("{\"messages\": ") + kChatJson + "}");
   for (const auto& path : {arr, obj}) {
     auto r = run_cli("tokenize --tokenizer '" + v3_path() + "' --messages '" + path + "' --json");
     ASSERT_EQ(r.code, 0) << r.err;
@@ -97,18 +83,18 @@ TEST(CliTokenize, ErrorsNameTheFile) {
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("/nonexistent/tokenizer.model"), std::string::npos) << r.err;
 
-  std::string bad = write("bad.json", "[{\"role\": \"user\", \"content\": ");
+  std::string bad = write_scratch("bad.json", "[{\"role\": \"user\", \"content\": ");
   r = run_cli("tokenize --tokenizer '" + v1_path() + "' --messages '" + bad + "'");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find(bad), std::string::npos) << r.err;
 
-  std::string order = write("order.json", R"([{"role": "assistant", "content": "x"}])");
+  std::string order = write_scratch("order.json", R"([{"role": "assistant", "content": "x"}])");
   r = run_cli("tokenize --tokenizer '" + v1_path() + "' --messages '" + order + "'");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find(order), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("message 0"), std::string::npos) << r.err;
 
-  std::string nocontent = write("nocontent.json", R"({"messages": [{"role": "user"}]})");
+  std::string nocontent = write_scratch("nocontent.json", R"({"messages": [{"role": "user"}]})");
   r = run_cli("tokenize --tokenizer '" + v1_path() + "' --messages '" + nocontent + "'");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("content"), std::string::npos) << r.err;

@@ -13,23 +13,11 @@
 using namespace affinage;
 using affinage::test::repo_path;
 using affinage::test::run_cli;
+using affinage::test::scratch_dir;
+using affinage::test::write_scratch;
 namespace fs = std::filesystem;
 
 namespace {
-
-const std::string& scratch() {
-  static struct Dir {
-    std::string path = affinage::test::temp_dir("data_check");
-    ~Dir() { fs::remove_all(path); }
-  } dir;
-  return dir.path;
-}
-
-std::string write(const std::string& name, const std::string& content) {
-  std::string path = scratch() + "/" + name;
-  std::ofstream(path) << content;
-  return path;
-}
 
 std::string stories_tok() { return repo_path("models/stories260K/tokenizer.model"); }
 
@@ -82,9 +70,9 @@ const char* kBadSft =
 }  // namespace
 
 TEST(DataCheck, EveryMalformedRowIsNamedWithItsLineAndField) {
-  const std::string bad = write("bad.jsonl", kBadSft);
+  const std::string bad = write_scratch("bad.jsonl", kBadSft);
   Recipe r = file_recipe(bad);
-  r.data.eval = DataSource{scratch() + "/missing_eval.jsonl", "auto", 1.0};  // the eval file is checked too
+  r.data.eval = DataSource{scratch_dir() + "/missing_eval.jsonl", "auto", 1.0};  // the eval file is checked too
   StageReport rep = check_stage(r, with_tokenizer(stories_tok()));
   ASSERT_EQ(rep.errors.size(), 2u);
   EXPECT_FALSE(rep.has_stats);
@@ -109,7 +97,7 @@ TEST(DataCheck, EveryMalformedRowIsNamedWithItsLineAndField) {
 }
 
 TEST(DataCheck, BrokenPreferenceRowsAreNamedWithTheirLine) {
-  const std::string bad = write("bad_prefs.jsonl",
+  const std::string bad = write_scratch("bad_prefs.jsonl",
       R"({"prompt": "a", "chosen": "b", "rejected": "c"})" "\n"
       R"({"prompt": "a", "chosen": 5, "rejected": "c"})" "\n"
       R"({"prompt": "a", "chosen": "b"})" "\n"
@@ -129,8 +117,8 @@ TEST(DataCheck, BrokenPreferenceRowsAreNamedWithTheirLine) {
 // stories260K pieces: "Once upon" 2 ids, " a time" 2, "The cat sat." 6 (affinage tokenize).
 // Row 1: <s> Once upon | a time </s>: 6 tokens, 3 trained. Row 2: <s> | The cat sat. </s>: 8 tokens, 7 trained.
 TEST(DataCheck, StatisticsOfASmallFileEqualHandCounts) {
-  const std::string f = write("small.jsonl", R"({"prompt": "Once upon", "completion": " a time"})" "\n"
-                                             R"({"text": "The cat sat."})" "\n");
+  const std::string f = write_scratch("small.jsonl", R"({"prompt": "Once upon", "completion": " a time"})" "\n"
+                                                     R"({"text": "The cat sat."})" "\n");
   StageReport rep = check_stage(file_recipe(f), with_tokenizer(stories_tok()));
   ASSERT_TRUE(rep.errors.empty()) << rep.errors[0];
   const DataStats& s = rep.train.sft;
@@ -188,7 +176,7 @@ TEST(DataCheck, StatisticsEqualTheTrainingLoaders) {
 TEST(DataCheck, MarksAreOnTheTrainedTokens) {
   // Mistral v3: system prompt on the last user turn; the weight-0 answer is context; the last answer and its
   // EOS are trained.
-  const std::string f = write("chat.jsonl",
+  const std::string f = write_scratch("chat.jsonl",
       R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},)"
       R"( {"role": "assistant", "content": "Hello.", "weight": 0}, {"role": "user", "content": "Bye"},)"
       R"( {"role": "assistant", "content": "Goodbye."}]})" "\n");
@@ -208,8 +196,8 @@ TEST(DataCheck, MarksAreOnTheTrainedTokens) {
   }
 
   // Through the CLI: plain text with the trained tokens between ⟦ ⟧; a cut sample says so.
-  const std::string small = write("marks.jsonl", R"({"prompt": "Once upon", "completion": " a time"})" "\n"
-                                                 R"({"text": "The cat sat."})" "\n");
+  const std::string small = write_scratch("marks.jsonl", R"({"prompt": "Once upon", "completion": " a time"})" "\n"
+                                                         R"({"text": "The cat sat."})" "\n");
   auto r = run_cli("data check --data '" + small + "' --tokenizer '" + stories_tok() + "' --seq-len 7 --show 2");
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   expect_has(r.out, "\n    <s>Once upon\u27e6 a time</s>\u27e7\n");
@@ -217,7 +205,7 @@ TEST(DataCheck, MarksAreOnTheTrainedTokens) {
   expect_has(r.out, "cut: the last 1 tokens");
 
   // DPO: the prompt is context, both responses (with their EOS) are trained.
-  const std::string prefs = write("marks_prefs.jsonl", R"({"prompt": "Once upon", "chosen": " a time", "rejected": " the cat"})" "\n");
+  const std::string prefs = write_scratch("marks_prefs.jsonl", R"({"prompt": "Once upon", "chosen": " a time", "rejected": " the cat"})" "\n");
   rep = check_stage(file_recipe(prefs, "dpo"), with_tokenizer(stories_tok(), 1));
   ASSERT_TRUE(rep.errors.empty()) << rep.errors[0];
   const auto& parts = rep.samples.at(0).parts;
@@ -286,7 +274,7 @@ TEST(DataCheck, CliChecksRecipesAndExitsOneOnBrokenRows) {
     EXPECT_GT(j["stages"][1]["estimate"]["seconds"].get<double>(), 0);
     EXPECT_EQ(j["stages"][1]["samples"][0]["parts"].size(), 3u);
   }
-  const std::string bad = write("cli_bad.jsonl", kBadSft);
+  const std::string bad = write_scratch("cli_bad.jsonl", kBadSft);
   auto r = run_cli("data check --data '" + bad + "' --tokenizer '" + stories_tok() + "'");
   EXPECT_EQ(r.code, 1);
   for (int line : {2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13}) expect_has(r.out, "cli_bad.jsonl:" + std::to_string(line) + ": ");

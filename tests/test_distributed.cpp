@@ -55,10 +55,11 @@ void expect_same_training(const TrainedRun& a, const TrainedRun& b, const std::v
   for (size_t i = 0; i < a.metrics.size(); ++i)
     for (auto& k : keys) {
       ASSERT_EQ(a.metrics[i].contains(k), b.metrics[i].contains(k)) << k << " at line " << i;
-      if (a.metrics[i].contains(k))
+      if (a.metrics[i].contains(k)) {
         EXPECT_NEAR(a.metrics[i][k].get<double>(), b.metrics[i][k].get<double>(),
                     1e-5 * (1 + std::abs(a.metrics[i][k].get<double>())))
             << k << " at step " << a.metrics[i]["step"];
+      }
     }
   SafetensorsFile fa(a.dir + "/adapter/adapter_model.safetensors"), fb(b.dir + "/adapter/adapter_model.safetensors");
   ASSERT_EQ(fa.tensors().size(), fb.tensors().size());

@@ -22,20 +22,18 @@ namespace {
 struct Runs {
   std::string root = affinage::test::temp_dir("report_runs"), sft = root + "/sft", dpo = root + "/dpo";
   Runs() {
-    auto a = run_cli("run '" + repo_path("recipes/stories260k_sft.json") + "' --set 'output_dir=" + sft +
-                     "' --set 'model=" + repo_path("models/stories260K") + "' --set 'data.train=" +
-                     repo_path("datasets/data/shakespeare_train.jsonl") + "' --set 'data.eval=" +
-                     repo_path("datasets/data/shakespeare_eval.jsonl") +
-                     "' --set train.max_steps=4 --set log_every=1 --set eval.every=2 --set train.batch_size=2"
-                     " --set data.seq_len=64 --set eval.max_batches=1 --set checkpoint.every=0 --set threads=1");
-    EXPECT_EQ(a.code, 0) << a.err;
-    auto b = run_cli("run '" + repo_path("recipes/stories260k_dpo.json") + "' --set 'output_dir=" + dpo +
-                     "' --set 'model=" + repo_path("models/stories260K") + "' --set 'data.train=" +
-                     repo_path("datasets/data/stories_words_prefs_train.jsonl") + "' --set 'data.eval=" +
-                     repo_path("datasets/data/stories_words_prefs_eval.jsonl") +
-                     "' --set train.max_steps=2 --set log_every=1 --set eval.every=1 --set train.batch_size=2"
-                     " --set eval.max_batches=1 --set checkpoint.every=0 --set threads=1");
-    EXPECT_EQ(b.code, 0) << b.err;
+    auto run = [](const std::string& recipe, const std::string& out, const std::string& train, const std::string& eval,
+                  const std::string& extra) {
+      auto r = run_cli("run '" + repo_path(recipe) + "' --set 'output_dir=" + out + "' --set 'model=" +
+                       repo_path("models/stories260K") + "' --set 'data.train=" + repo_path(train) +
+                       "' --set 'data.eval=" + repo_path(eval) + "' --set log_every=1 --set train.batch_size=2" +
+                       " --set eval.max_batches=1 --set checkpoint.every=0 --set threads=1 " + extra);
+      EXPECT_EQ(r.code, 0) << r.err;
+    };
+    run("recipes/stories260k_sft.json", sft, "datasets/data/shakespeare_train.jsonl",
+        "datasets/data/shakespeare_eval.jsonl", "--set train.max_steps=4 --set eval.every=2 --set data.seq_len=64");
+    run("recipes/stories260k_dpo.json", dpo, "datasets/data/stories_words_prefs_train.jsonl",
+        "datasets/data/stories_words_prefs_eval.jsonl", "--set train.max_steps=2 --set eval.every=1");
   }
   ~Runs() { fs::remove_all(root); }
 };

@@ -23,6 +23,20 @@ std::string temp_dir(const std::string& tag) {
   return p.string();
 }
 
+const std::string& scratch_dir() {
+  static struct Dir {
+    std::string path = temp_dir("scratch");
+    ~Dir() { fs::remove_all(path); }
+  } dir;
+  return dir.path;
+}
+
+std::string write_scratch(const std::string& name, const std::string& content) {
+  std::string path = scratch_dir() + "/" + name;
+  std::ofstream(path) << content;
+  return path;
+}
+
 ::testing::AssertionResult tensors_close(const at::Tensor& a, const at::Tensor& b, double atol, double rtol) {
   if (a.sizes() != b.sizes()) {
     std::ostringstream os;

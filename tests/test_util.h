@@ -15,6 +15,9 @@ namespace affinage::test {
 std::string data_path(const std::string& rel);  // tests/data/<rel>
 std::string repo_path(const std::string& rel);  // <repo>/<rel>, e.g. "models/stories260K"
 std::string temp_dir(const std::string& tag);   // fresh empty folder under the system temp dir
+// One scratch folder per test process (removed at exit), and a file written into it: returns its path.
+const std::string& scratch_dir();
+std::string write_scratch(const std::string& name, const std::string& content);
 
 // Passes when |a - b| <= atol + rtol*|b| everywhere (both cast to fp64); on failure reports the worst
 // element's index and values. Shapes must match.

@@ -40,6 +40,9 @@ int fused_dtype(const at::Tensor& t, const char* what) {
   }
 }
 
+// An output gradient's data, or null when autograd does not need that gradient (the kernels skip it).
+void* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
 // Runs the CUDA launcher for a CUDA tensor, the CPU twin otherwise.
 void run(const at::Tensor& t, const char* what, const std::function<int(void*)>& cuda, const std::function<void()>& cpu) {
   if (t.is_cuda()) {
@@ -87,7 +90,6 @@ struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
       if (x.is_cuda()) dw_partial = at::empty({k::rms_norm_dw_chunks(rows), dim}, dw.options());
 #endif
     }
-    auto ptr = [](at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; };
     run(x, "fused_rms_norm backward",
         AFFINAGE_CUDA_LAUNCH(k::rms_norm_backward_cuda(g.data_ptr(), x.data_ptr(), w.data_ptr(),
                                                        rstd.data_ptr<float>(), ptr(dx),
@@ -159,7 +161,6 @@ struct SwiGLUFn : torch::autograd::Function<SwiGLUFn> {
     at::Tensor da, db;
     if (ctx->needs_input_grad(0)) da = at::empty(a.sizes(), a.options());
     if (ctx->needs_input_grad(1)) db = at::empty(b.sizes(), b.options());
-    auto ptr = [](at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; };
     const int dt = fused_dtype(a, "fused_swiglu backward");
     run(a, "fused_swiglu backward",
         AFFINAGE_CUDA_LAUNCH(k::swiglu_backward_cuda(g.data_ptr(), a.data_ptr(), b.data_ptr(), ptr(da), ptr(db),
