@@ -12,11 +12,12 @@
 // pairs=1 f32 reference=1; CUDA layers=32 (Mistral-7B-v0.3, bf16) pairs=8 prompt=1024 response=1024 ckpt=1.
 #include <functional>
 #include <iostream>
+#include "base/runtime.h"
 #include "bench/bench_util.h"
-#include "core/loader.h"
-#include "core/runtime.h"
 #include "dpo/dpo.h"
 #include "lora/adapter.h"
+#include "model/loader.h"
+#include "model/loss.h"
 
 using namespace affinage;
 using namespace affinage::bench;
@@ -37,12 +38,19 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
   inject_lora(*m, lc, 0);
   std::vector<NamedParam> tp;
   for (auto& p : m->named_parameters())
-    if (p.key().find("lora_") != std::string::npos) { p.value().set_requires_grad(true); tp.push_back({p.key(), p.value(), true}); }
+    if (p.key().find("lora_") != std::string::npos) {
+      p.value().set_requires_grad(true);
+      tp.push_back({p.key(), p.value(), true});
+    }
   AdamW opt(tp, OptimConfig{});
-  m->set_activation_checkpointing(o.ckpt);
-  ReferencePolicy ref(*m, tp, "initial");
+  m->set_recompute_layers(o.ckpt);
+  ReferencePolicy ref(*m, tp, Reference::Initial);
   std::vector<PreferencePair> pairs(P);
-  auto rnd = [&](int64_t n) { std::vector<int> v(n); for (auto& x : v) x = 3 + std::rand() % (cfg.vocab_size - 3); return v; };
+  auto rnd = [&](int64_t n) {
+    std::vector<int> v(n);
+    for (auto& x : v) x = 3 + std::rand() % (cfg.vocab_size - 3);
+    return v;
+  };
   for (auto& p : pairs) p.prompt = rnd(Tp), p.chosen = rnd(Tr), p.rejected = rnd(Tr);
   std::vector<int64_t> idx(P);
   for (int64_t i = 0; i < P; ++i) idx[i] = i;
@@ -50,7 +58,9 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
   at::Tensor cached_c, cached_r;
   std::tie(cached_c, cached_r) = ref.logps(b);
   m->train();
-  auto zero_grads = [&] { for (auto& p : tp) p.param.mutable_grad() = at::Tensor(); };
+  auto zero_grads = [&] {
+    for (auto& p : tp) p.param.mutable_grad() = at::Tensor();
+  };
   auto step = [&](bool precomputed) {
     zero_grads();
     auto lp = pair_logps(*m, b);
@@ -63,7 +73,7 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
   // Plain: summed response log-probs of chosen [P] and rejected [P] from full-vocabulary logits everywhere.
   auto plain_logps = [&] {
     auto lp = at::log_softmax(plain_logits(*m, plain_hidden_states(*m, b.input_ids)), -1);
-    auto on = b.targets != -100;
+    auto on = b.targets != kIgnoreIndex;
     auto tok = lp.gather(2, b.targets.clamp_min(0).unsqueeze(2)).squeeze(2) * on;
     auto sums = tok.sum(1);
     return std::make_pair(sums.narrow(0, 0, P), sums.narrow(0, P, P));
@@ -81,16 +91,17 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
     (-at::log_sigmoid(0.1 * ((pc - rc) - (pr - rr)))).mean().backward();
     opt.step(1e-4);
   };
-  const double n_layers = layer_matmul_params(cfg), n_head = head_matmul_params(cfg);
+  const double n_layers = double(cfg.layer_matmul_params()), n_head = double(cfg.head_matmul_params());
   const double tokens = 2.0 * P * (Tp + Tr), response_tokens = 2.0 * P * Tr;
-  const double attn = tokens * attention_forward_flops_per_token(cfg, Tp + Tr);
+  const double attn = tokens * cfg.attention_flops_per_token(Tp + Tr);
   std::string parity;
   if (o.reference) {  // the policy's log-probs both ways, with adapters that do something
     randomize_lora_b(*m);
     torch::NoGradGuard ng;
     auto lp = pair_logps(*m, b);
     auto [pc, pr] = plain_logps();
-    double d = std::max((lp.chosen_sum - pc).abs().max().item<double>(), (lp.rejected_sum - pr).abs().max().item<double>());
+    double d =
+        std::max((lp.chosen_sum - pc).abs().max().item<double>(), (lp.rejected_sum - pr).abs().max().item<double>());
     char buf[96];
     std::snprintf(buf, sizeof buf, "  logp %.3f, max |ours - plain| %.2g", lp.chosen_sum[0].item<double>(), d);
     parity = buf;
@@ -122,23 +133,30 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
 }
 
 static int bench_main(int argc, char** argv) {
-  Args a(argc, argv, {"layers", "prompt", "response", "threads", "device", "pairs", "ckpt", "steps", "small", "reference"});
+  Args a(argc, argv,
+         {"layers", "prompt", "response", "threads", "device", "pairs", "ckpt", "steps", "small", "reference"});
   set_threads(a.num("threads", 0));
   auto dev = pick_device(a.str("device", "auto"));
   const bool gpu = dev.is_cuda();
   std::srand(0);
   torch::manual_seed(0);
   double peak32 = matmul_peak_gflops(torch::kFloat32, dev), peak16 = matmul_peak_gflops(torch::kBFloat16, dev);
-  Opts o{a.num("pairs", gpu ? 8 : 1), a.num("prompt", gpu ? 1024 : 64), a.num("response", gpu ? 1024 : 64),
-         a.num("steps", gpu ? 3 : 2), a.num("ckpt", gpu ? 1 : 0) != 0, a.num("reference", gpu ? 0 : 1) != 0, dev,
+  Opts o{a.num("pairs", gpu ? 8 : 1),
+         a.num("prompt", gpu ? 1024 : 64),
+         a.num("response", gpu ? 1024 : 64),
+         a.num("steps", gpu ? 3 : 2),
+         a.num("ckpt", gpu ? 1 : 0) != 0,
+         a.num("reference", gpu ? 0 : 1) != 0,
+         dev,
          gpu ? peak16 : peak32};
-  std::printf("bench_dpo: sigmoid DPO, LoRA r16 all-linear, prompt %ld + response %ld tokens, %d threads, %s; "
-              "matmul peak bf16 %.1f, f32 %.1f GFLOP/s\n", (long)o.prompt, (long)o.response, at::get_num_threads(),
-              dev.str().c_str(), peak16, peak32);
+  std::printf(
+      "bench_dpo: sigmoid DPO, LoRA r16 all-linear, prompt %ld + response %ld tokens, %d threads, %s; "
+      "matmul peak bf16 %.1f, f32 %.1f GFLOP/s\n",
+      (long)o.prompt, (long)o.response, at::get_num_threads(), dev.str().c_str(), peak16, peak32);
   if (a.num("small", 1)) {
     Opts s{8, o.prompt, o.response, 3, false, false, dev, peak32};
     if (gpu) s.prompt = s.response = 64;  // the model takes 512 positions
-    run("stories260K f32 8 pairs", load_model(std::string(AFFINAGE_SOURCE_DIR) + "/models/stories260K", torch::kFloat32, dev), s);
+    run("stories260K f32 8 pairs", load_model(repo_file("models/stories260K"), torch::kFloat32, dev), s);
   }
   auto dt = gpu ? torch::kBFloat16 : torch::kFloat32;  // f32 on a CPU: see bench_train
   int64_t layers = a.num("layers", gpu ? 32 : 4);
@@ -152,7 +170,7 @@ static int bench_main(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (base/runtime.h)
   try {
     return bench_main(argc, argv);
   } catch (const std::exception& e) {

@@ -3,15 +3,15 @@
 // On a CPU without AVX-512 (bf16 matmul then has no fast kernel in LibTorch 1.13) bf16 runs 32 tokens.
 #include <cstdlib>
 #include <iostream>
+#include "base/runtime.h"
 #include "bench/bench_util.h"
-#include "core/model.h"
-#include "core/runtime.h"
+#include "model/model.h"
 
 using namespace affinage;
 using namespace affinage::bench;
 
 int main(int argc, char** argv) {
-  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (base/runtime.h)
   int64_t layers = argc > 1 ? std::atoll(argv[1]) : 1, T0 = argc > 2 ? std::atoll(argv[2]) : 256;
   set_threads(argc > 3 ? std::atoi(argv[3]) : 0);
   auto dev = pick_device(argc > 4 ? argv[4] : "auto");
@@ -30,14 +30,17 @@ int main(int argc, char** argv) {
     for (int r = 0; r < 3; ++r) {
       double t = now_s();
       auto h = m->hidden_states(ids);
-      if (dev.is_cuda()) torch::cuda::synchronize(); else h.sum().item<float>();
+      if (dev.is_cuda()) torch::cuda::synchronize();
+      else h.sum().item<float>();
       best = std::min(best, now_s() - t);
     }
-    // FLOPs: 2 per matmul parameter per token, plus causal attention 2·T·(H·d) per layer per token
-    double flops = T * (2.0 * layer_matmul_params(cfg) + 2.0 * layers * T * cfg.num_attention_heads * cfg.head_dim);
+    // FLOPs (io/model_config.h), without the head: hidden_states() stops before it
+    double flops = T * (2.0 * double(cfg.layer_matmul_params()) + cfg.attention_flops_per_token(T));
     double achieved = flops / best / 1e9;
-    std::printf("  %-5s %4lld tokens | matmul peak %7.1f GFLOP/s | forward %8.1f tokens/s  %7.1f GFLOP/s  MFU %5.1f%%  peak RSS %.0f MiB\n",
-                dtype_short_name(dt).c_str(), (long long)T, peak, T / best, achieved, 100.0 * achieved / peak, peak_rss_mib());
+    std::printf(
+        "  %-5s %4lld tokens | matmul peak %7.1f GFLOP/s | forward %8.1f tokens/s  %7.1f GFLOP/s  MFU %5.1f%%  peak "
+        "RSS %.0f MiB\n",
+        dtype_short_name(dt).c_str(), (long long)T, peak, T / best, achieved, 100.0 * achieved / peak, peak_rss_mib());
   }
   return 0;
 }

@@ -1,17 +1,17 @@
 // Fused RMSNorm, RoPE and SwiGLU (core/kernels/) against the ATen composites the model uses otherwise, at
 // Mistral-7B shapes (hidden 4096, MLP 14336, 32 query heads x 128): forward, and forward + backward, best of N.
 // On a CPU the fused op is the CPU twin, on a GPU the CUDA kernel. This is the measurement behind use_fused()'s
-// CPU table (core/kernels/fused.cpp) and the figures in bench/RESULTS.md.
+// CPU table (model/kernels/fused.cpp) and the figures in bench/RESULTS.md.
 // As in training with LoRA: the RMSNorm weight is frozen (no weight gradient); q, gate and up need gradients.
 // Usage: build/bench_kernels [tokens] [threads] [device] [dtypes]; device defaults to cuda when a GPU is visible.
 // Defaults: CPU 2048 tokens, all cores, f32,bf16; CUDA 16384 tokens, bf16,f32.
 #include <functional>
 #include <sstream>
 #include <thread>
+#include "base/runtime.h"
 #include "bench/bench_util.h"
-#include "core/attention.h"
-#include "core/kernels/fused.h"
-#include "core/runtime.h"
+#include "model/attention.h"
+#include "model/kernels/fused.h"
 
 using namespace affinage;
 using namespace affinage::bench;
@@ -39,14 +39,14 @@ void bench_case(Case& c, int reps, const torch::Device& dev) {
     });
   };
   double cf = fwd(c.composite), ff = fwd(c.fused), cb = fwd_bwd(c.composite), fb = fwd_bwd(c.fused);
-  std::printf("  %-34s forward %9.3f ms -> %9.3f ms (%5.2fx) | fwd+bwd %9.3f ms -> %9.3f ms (%5.2fx)\n",
-              c.name.c_str(), cf * 1e3, ff * 1e3, cf / ff, cb * 1e3, fb * 1e3, cb / fb);
+  std::printf("  %-34s forward %9.3f ms -> %9.3f ms (%5.2fx) | fwd+bwd %9.3f ms -> %9.3f ms (%5.2fx)\n", c.name.c_str(),
+              cf * 1e3, ff * 1e3, cf / ff, cb * 1e3, fb * 1e3, cb / fb);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (base/runtime.h)
   torch::Device dev(argc > 3 ? argv[3] : (torch::cuda::is_available() ? "cuda" : "cpu"));
   const bool cuda = dev.is_cuda();
   const int64_t T = argc > 1 ? std::stoll(argv[1]) : (cuda ? 16384 : 2048);
@@ -75,11 +75,13 @@ int main(int argc, char** argv) {
                      [](const std::vector<at::Tensor>& v) { return fused_rms_norm(v[0], v[1], 1e-5); }});
     // q as attention makes it: [1, T, 32, 128] memory seen as [1, 32, T, 128]
     auto q = torch::randn({1, T, H, d}, opts).transpose(1, 2).requires_grad_(true);
-    cases.push_back({"rope q [1, 32, " + std::to_string(T) + ", 128] " + dt, {q, cos, sin},
+    cases.push_back({"rope q [1, 32, " + std::to_string(T) + ", 128] " + dt,
+                     {q, cos, sin},
                      torch::randn({1, H, T, d}, opts),
                      [](const std::vector<at::Tensor>& v) { return apply_rope(v[0], v[1], v[2]); },
                      [](const std::vector<at::Tensor>& v) { return fused_apply_rope(v[0], v[1], v[2]); }});
-    cases.push_back({"swiglu [" + std::to_string(T) + ", 14336] " + dt, {leaf({T, F}, true), leaf({T, F}, true)},
+    cases.push_back({"swiglu [" + std::to_string(T) + ", 14336] " + dt,
+                     {leaf({T, F}, true), leaf({T, F}, true)},
                      torch::randn({T, F}, opts),
                      [](const std::vector<at::Tensor>& v) { return swiglu_composite(v[0], v[1]); },
                      [](const std::vector<at::Tensor>& v) { return fused_swiglu(v[0], v[1]); }});

@@ -3,21 +3,22 @@
 // peft and compares). Tensors: "input_ids" [1, T] int64, "logits" [1, T, V] fp32 (base + adapter),
 // "logits_base" [1, T, V] fp32 (adapter disabled).
 // Usage: build/bench_logits MODEL_DIR ADAPTER_DIR OUT.safetensors [ids=1,2,3,...] [dtype=f32] [device=cpu]
+#include <torch/torch.h>
 #include <iostream>
 #include <sstream>
-#include <torch/torch.h>
-#include "core/error.h"
-#include "core/loader.h"
-#include "core/runtime.h"
-#include "core/safetensors.h"
+#include "base/error.h"
+#include "base/runtime.h"
+#include "io/safetensors.h"
 #include "lora/adapter.h"
+#include "model/loader.h"
 
 using namespace affinage;
 
 int main(int argc, char** argv) {
-  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (base/runtime.h)
   try {
-    if (argc < 4) fail("usage: bench_logits MODEL_DIR ADAPTER_DIR OUT.safetensors [ids=1,2,...] [dtype=f32] [device=cpu]");
+    if (argc < 4)
+      fail("usage: bench_logits MODEL_DIR ADAPTER_DIR OUT.safetensors [ids=1,2,...] [dtype=f32] [device=cpu]");
     std::string ids_s = "1,403,407,261,378,425,274,268,363,275,379,267,301,270,313,386,262,1,272,265,404,278,260,271";
     std::string dtype = "f32", device = "cpu";
     for (int i = 4; i < argc; ++i) {
@@ -41,8 +42,8 @@ int main(int argc, char** argv) {
     m->set_adapters_enabled(false);
     auto base = m->forward(x).to(torch::kFloat32);
     write_safetensors(argv[3], {{"input_ids", x}, {"logits", with}, {"logits_base", base}});
-    std::printf("bench_logits: %zu tokens, vocab %ld, max |adapter effect| %.4g -> %s\n", ids.size(), (long)with.size(-1),
-                (with - base).abs().max().item<double>(), argv[3]);
+    std::printf("bench_logits: %zu tokens, vocab %ld, max |adapter effect| %.4g -> %s\n", ids.size(),
+                (long)with.size(-1), (with - base).abs().max().item<double>(), argv[3]);
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "bench_logits: " << e.what() << "\n";

@@ -3,12 +3,12 @@
 // temporaries, same weights, same inputs, in one run. Shapes of Mistral-7B's q/o (4096x4096) and MLP
 // (4096x14336, 14336x4096) projections.
 // Usage: build/bench_lora [tokens=256] [r=16] [dtype=f32|bf16] [device=cpu|cuda] [reps=5]
+#include <torch/torch.h>
 #include <cstdio>
 #include <string>
-#include <torch/torch.h>
+#include "base/runtime.h"
 #include "bench/bench_util.h"
-#include "core/runtime.h"
-#include "lora/linear.h"
+#include "model/lora_linear.h"
 
 using namespace affinage;
 using namespace affinage::bench;
@@ -24,14 +24,12 @@ static int bench_main(int argc, char** argv) {
               dtype.c_str(), at::get_num_threads(), dev.str().c_str());
   for (auto [in, out] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 14336}, {14336, 4096}}) {
     torch::manual_seed(0);
-    Linear lin(in, out, torch::TensorOptions().dtype(dt).device(dev));
+    LoraLinear lin(in, out, torch::TensorOptions().dtype(dt).device(dev));
     {
       torch::NoGradGuard ng;
       lin->weight.normal_(0, 0.02);
     }
-    LoraSpec spec;
-    spec.r = r, spec.alpha = 2.0 * r;
-    lin->attach_lora(spec, torch::kFloat32);
+    lin->attach_lora(r, /*scale=alpha/r=*/2.0, /*dropout=*/0.0, torch::kFloat32);
     {
       torch::NoGradGuard ng;
       lin->lora_B->weight.normal_(0, 0.02);
@@ -56,15 +54,17 @@ static int bench_main(int argc, char** argv) {
     double diff = (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
     double t_ours = time(ours), t_plain = time(plain);
     double flops = 6.0 * T * (double(in) * out + double(r) * (in + out));  // fwd 2, bwd 4 per MAC
-    std::printf("  %5lld -> %5lld | ours %8.2f ms %6.1f GFLOP/s | plain %8.2f ms %6.1f GFLOP/s | gain %5.1f%% | max diff %.2e\n",
-                (long long)in, (long long)out, t_ours * 1e3, flops / t_ours / 1e9, t_plain * 1e3, flops / t_plain / 1e9,
-                100.0 * (t_plain / t_ours - 1.0), diff);
+    std::printf(
+        "  %5lld -> %5lld | ours %8.2f ms %6.1f GFLOP/s | plain %8.2f ms %6.1f GFLOP/s | gain %5.1f%% | max diff "
+        "%.2e\n",
+        (long long)in, (long long)out, t_ours * 1e3, flops / t_ours / 1e9, t_plain * 1e3, flops / t_plain / 1e9,
+        100.0 * (t_plain / t_ours - 1.0), diff);
   }
   return 0;
 }
 
 int main(int argc, char** argv) {
-  prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
+  prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (base/runtime.h)
   try {
     return bench_main(argc, argv);
   } catch (const std::exception& e) {

@@ -14,13 +14,13 @@
 // ckpt=1 reference=0. On a CPU without AVX-512 bf16 has only a reference kernel (~4 GFLOP/s): use f32 there.
 #include <functional>
 #include <iostream>
+#include "base/runtime.h"
 #include "bench/bench_util.h"
-#include "core/loader.h"
-#include "core/loss.h"
-#include "core/model.h"
-#include "core/optim.h"
-#include "core/runtime.h"
 #include "lora/adapter.h"
+#include "model/loader.h"
+#include "model/loss.h"
+#include "model/model.h"
+#include "train/optim.h"
 
 using namespace affinage;
 using namespace affinage::bench;
@@ -36,9 +36,9 @@ static void report(const std::string& label, const std::string& variant, double 
                    const Opts& o, const std::string& extra = "") {
   const bool gpu = o.dev.is_cuda();
   double rate = flops / s / 1e9;
-  std::printf("  %-34s %-6s %9.1f tokens/s %8.1f %s  MFU %5.1f%%  step %.3f s  %s%s\n", label.c_str(),
-              variant.c_str(), tokens / s, gpu ? rate / 1000 : rate, gpu ? "TFLOP/s" : "GFLOP/s",
-              100.0 * rate / o.peak, s, memory_note(o.dev).c_str(), extra.c_str());
+  std::printf("  %-34s %-6s %9.1f tokens/s %8.1f %s  MFU %5.1f%%  step %.3f s  %s%s\n", label.c_str(), variant.c_str(),
+              tokens / s, gpu ? rate / 1000 : rate, gpu ? "TFLOP/s" : "GFLOP/s", 100.0 * rate / o.peak, s,
+              memory_note(o.dev).c_str(), extra.c_str());
   std::fflush(stdout);
 }
 
@@ -53,9 +53,12 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
   inject_lora(*m, lc, 0);
   std::vector<NamedParam> tp;
   for (auto& p : m->named_parameters())
-    if (p.key().find("lora_") != std::string::npos) { p.value().set_requires_grad(true); tp.push_back({p.key(), p.value(), true}); }
+    if (p.key().find("lora_") != std::string::npos) {
+      p.value().set_requires_grad(true);
+      tp.push_back({p.key(), p.value(), true});
+    }
   AdamW opt(tp, OptimConfig{});
-  m->set_activation_checkpointing(o.ckpt);
+  m->set_recompute_layers(o.ckpt);
   m->train();
   auto lopts = torch::TensorOptions().dtype(torch::kLong).device(o.dev);
   auto ids = torch::randint(0, V, {B, T}, lopts);
@@ -67,7 +70,9 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
     pos = (slot % len).unsqueeze(0).expand({B, T});
     docs = at::div(slot, len, "floor").unsqueeze(0).expand({B, T});
   }
-  auto zero_grads = [&] { for (auto& p : tp) p.param.mutable_grad() = at::Tensor(); };
+  auto zero_grads = [&] {
+    for (auto& p : tp) p.param.mutable_grad() = at::Tensor();
+  };
   auto ours = [&] {
     zero_grads();
     auto l = token_nll(*m, m->hidden_states(ids, pos, docs), targets);
@@ -80,8 +85,8 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
     torch::nn::functional::cross_entropy(logits.view({-1, V}), targets.reshape({-1})).backward();
     opt.step(1e-4);
   };
-  const double per_token = 4.0 * (layer_matmul_params(cfg) + head_matmul_params(cfg)) +
-                           3.0 * attention_forward_flops_per_token(cfg, o.docs > 1 ? (T + o.docs - 1) / o.docs : T);
+  const double per_token = 4.0 * (double(cfg.layer_matmul_params()) + double(cfg.head_matmul_params())) +
+                           3.0 * cfg.attention_flops_per_token(o.docs > 1 ? (T + o.docs - 1) / o.docs : T);
   const double tokens = double(B) * T;
   std::string parity;
   if (o.reference) {  // the same loss both ways, with adapters that do something
@@ -90,7 +95,8 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
     auto l = token_nll(*m, m->hidden_states(ids), targets);
     double a = (l.sum / double(l.count)).item<double>();
     double b = torch::nn::functional::cross_entropy(plain_logits(*m, plain_hidden_states(*m, ids)).view({-1, V}),
-                                                    targets.reshape({-1})).item<double>();
+                                                    targets.reshape({-1}))
+                   .item<double>();
     char buf[96];
     std::snprintf(buf, sizeof buf, "  loss %.5f vs plain %.5f", a, b);
     parity = buf;
@@ -107,7 +113,8 @@ static void run(const std::string& label, CausalLM m, const Opts& o) {
 }
 
 static int bench_main(int argc, char** argv) {
-  Args a(argc, argv, {"layers", "seq", "threads", "device", "rows", "docs", "ckpt", "dtype", "steps", "small", "reference"});
+  Args a(argc, argv,
+         {"layers", "seq", "threads", "device", "rows", "docs", "ckpt", "dtype", "steps", "small", "reference"});
   set_threads(a.num("threads", 0));
   auto dev = pick_device(a.str("device", "auto"));
   const bool gpu = dev.is_cuda();
@@ -117,15 +124,21 @@ static int bench_main(int argc, char** argv) {
               at::get_num_threads(), dev.str().c_str(), peak16, peak32);
   if (a.num("small", 1)) {
     Opts o{8, 256, 1, 3, false, false, dev, peak32};
-    run("stories260K f32 8x256", load_model(std::string(AFFINAGE_SOURCE_DIR) + "/models/stories260K", torch::kFloat32, dev), o);
+    run("stories260K f32 8x256", load_model(repo_file("models/stories260K"), torch::kFloat32, dev), o);
   }
   auto dt = parse_dtype(a.str("dtype", gpu ? "bf16" : "f32"));
   int64_t layers = a.num("layers", gpu ? 32 : 4);
-  Opts o{a.num("rows", gpu ? 8 : 1), a.num("seq", gpu ? 4096 : 256), std::max<int64_t>(1, a.num("docs", 1)),
-         a.num("steps", gpu ? 3 : 2), a.num("ckpt", gpu ? 1 : 0) != 0, a.num("reference", gpu ? 0 : 1) != 0, dev,
+  Opts o{a.num("rows", gpu ? 8 : 1),
+         a.num("seq", gpu ? 4096 : 256),
+         std::max<int64_t>(1, a.num("docs", 1)),
+         a.num("steps", gpu ? 3 : 2),
+         a.num("ckpt", gpu ? 1 : 0) != 0,
+         a.num("reference", gpu ? 0 : 1) != 0,
+         dev,
          dt == torch::kBFloat16 ? peak16 : peak32};
   if (!gpu && dt == torch::kBFloat16 && o.peak < 50)
-    std::printf("  note: bf16 matmul runs at %.1f GFLOP/s here (no fast bf16 kernel on this CPU); expect a slow run\n", o.peak);
+    std::printf("  note: bf16 matmul runs at %.1f GFLOP/s here (no fast bf16 kernel on this CPU); expect a slow run\n",
+                o.peak);
   CausalLM m(mistral7b_shape(layers), torch::TensorOptions().dtype(dt).device(dev));
   init_random_weights(*m, dev, 0);
   std::string label = (layers == 32 ? std::string("mistral7b ") : "mistral7b-width " + std::to_string(layers) + "L ") +
@@ -136,7 +149,7 @@ static int bench_main(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (base/runtime.h)
   try {
     return bench_main(argc, argv);
   } catch (const std::exception& e) {

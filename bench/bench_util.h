@@ -2,6 +2,8 @@
 // random weights made on the device, timing, memory (host RSS, CUDA caching-allocator peaks), and a plain
 // reference decoder for the "our step vs. the naive step" comparison.
 #pragma once
+#include <torch/torch.h>
+#include <torch/version.h>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,11 +13,11 @@
 #include <map>
 #include <string>
 #include <vector>
-#include <torch/torch.h>
-#include <torch/version.h>
-#include "core/config.h"
-#include "core/error.h"
-#include "core/model.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "base/runtime.h"
+#include "io/model_config.h"
+#include "model/model.h"
 
 // Peak CUDA memory comes from LibTorch's caching allocator (2.x), whose pointer is looked up at run time so a
 // CPU-only LibTorch links too; without its header (1.13, or -DAFFINAGE_BENCH_NO_CUDA_HEADERS) the benchmarks
@@ -30,6 +32,9 @@
 #endif
 
 namespace affinage::bench {
+
+// A file of the repository the benchmark runs from: build/bench_x -> <repo>/<rel> (the benches run from build/).
+inline std::string repo_file(const std::string& rel) { return executable_dir() + "/../" + rel; }
 
 inline double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -80,39 +85,9 @@ class Args {
   std::map<std::string, std::string> kv_;
 };
 
-// GFLOP/s of an [m,k]x[k,n] matmul in `dtype` on `dev` (the peak MFU is measured against). CPU: best of
-// `reps` (5; 2 when one product takes seconds) at 1024x2048x2048. GPU: 8192^3 (it fills the chip), the mean
-// of 10 after 3 warm-ups. Zero arguments take these defaults.
-inline double matmul_peak_gflops(torch::ScalarType dtype, torch::Device dev, int64_t m = 0, int64_t k = 0,
-                                 int64_t n = 0, int reps = 0) {
-  const bool gpu = dev.is_cuda();
-  if (m <= 0) m = gpu ? 8192 : 1024;
-  if (k <= 0) k = gpu ? 8192 : 2048;
-  if (n <= 0) n = gpu ? 8192 : 2048;
-  if (reps <= 0) reps = gpu ? 10 : 5;
-  auto a = torch::randn({m, k}, torch::TensorOptions().device(dev)).to(dtype);
-  auto b = torch::randn({k, n}, torch::TensorOptions().device(dev)).to(dtype);
-  double w = now_s();
-  torch::matmul(a, b);  // warm-up (oneDNN / cuBLAS pick their kernel here)
-  sync(dev);
-  if (!gpu && now_s() - w > 0.5) reps = 2;  // a reference kernel (bf16 without AVX-512): seconds per product
-  else for (int i = 0; i < 2; ++i) torch::matmul(a, b);
-  sync(dev);
-  double best = 1e30;
-  if (gpu) {
-    double t = now_s();
-    for (int i = 0; i < reps; ++i) torch::matmul(a, b);
-    sync(dev);
-    best = (now_s() - t) / reps;
-  } else {
-    for (int i = 0; i < reps; ++i) {
-      double t = now_s();
-      torch::matmul(a, b).sum().item<float>();
-      best = std::min(best, now_s() - t);
-    }
-  }
-  return 2.0 * m * k * n / best / 1e9;
-}
+// GFLOP/s of an [m,k]x[k,n] matmul in `dtype` on `dev`, the peak MFU is measured against (base/runtime.h:
+// 1024x2048x2048 on a CPU, 8192^3 on a GPU by default).
+inline double matmul_peak_gflops(torch::ScalarType dtype, torch::Device dev) { return matmul_gflops(dev, dtype); }
 
 // Mistral-7B-v0.3's shape with `layers` decoder layers (random weights).
 inline ModelConfig mistral7b_shape(int64_t layers, int64_t vocab = 32768) {
@@ -141,18 +116,6 @@ inline void init_random_weights(CausalLMImpl& m, torch::Device dev, uint64_t see
     if (p.key().find("norm") != std::string::npos) p.value().fill_(1.0);
     else p.value().normal_(0.0, 0.02);
   }
-}
-
-// Matmul parameters of the decoder layers only (q,k,v,o,gate,up,down), and of the head.
-inline double layer_matmul_params(const ModelConfig& c) {
-  double d = c.hidden_size, h = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-  return c.num_hidden_layers * (d * h + 2 * d * kv + h * d + 3 * d * c.intermediate_size);
-}
-inline double head_matmul_params(const ModelConfig& c) { return double(c.vocab_size) * c.hidden_size; }
-// Causal attention FLOPs per token of a T-token sequence, forward only: QKᵀ and PV over on average T/2 keys,
-// 2·T·H·d per layer. A training step (forward + backward) is 3x this.
-inline double attention_forward_flops_per_token(const ModelConfig& c, int64_t T) {
-  return 2.0 * c.num_hidden_layers * T * c.num_attention_heads * c.head_dim;
 }
 
 // Peak resident memory of this process in MiB (VmHWM).
@@ -215,7 +178,7 @@ inline std::string memory_note(torch::Device dev) {
 // LoRA merged into a dense weight at every call (W + s·B·A: autograd then forms a full [out, in] weight
 // gradient, 2·T·in·out more FLOPs than the factored path), attention as materialized [T, T] scores with GQA
 // keys repeated, no packing masks (one document per row, no padding).
-inline at::Tensor plain_linear(LinearImpl& l, const at::Tensor& x) {
+inline at::Tensor plain_linear(LoraLinearImpl& l, const at::Tensor& x) {
   if (!l.has_lora() || !l.adapter_enabled()) return at::linear(x, l.weight.to(x.scalar_type()));
   auto w = l.weight.to(at::kFloat) + at::matmul(l.lora_B->weight, l.lora_A->weight) * l.lora_scale();
   return at::linear(x, w.to(x.scalar_type()));

@@ -149,7 +149,7 @@ phase build 330 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" "$
   {
     # Two parts depend on headers a pip LibTorch may ship differently; should one not build, build without it:
     # bench_util.h reads the peak from the CUDA allocator header (without it the benchmarks report the device
-    # memory in use), and core/distributed.cpp includes c10d's Gloo/NCCL headers (without them one process
+    # memory in use), and base/distributed.cpp includes c10d's Gloo/NCCL headers (without them one process
     # still trains, which is all this check needs).
     retry=()
     grep -q 'bench_util\.h' "$work/build.log" && retry+=(-DCMAKE_CXX_FLAGS=-DAFFINAGE_BENCH_NO_CUDA_HEADERS)

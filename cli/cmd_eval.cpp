@@ -3,9 +3,9 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include "base/error.h"
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "core/error.h"
 #include "eval/tasks.h"
 
 namespace po = boost::program_options;
@@ -25,7 +25,8 @@ static InferenceOptions compare_target(const InferenceOptions& io, const std::st
     o.model = what, o.adapter.clear();
     return o;
   }
-  fail("--compare: '", what, "' is not \"base\", a PEFT adapter folder (adapter_config.json) or a model folder (config.json)");
+  fail("--compare: '", what,
+       "' is not \"base\", a PEFT adapter folder (adapter_config.json) or a model folder (config.json)");
 }
 
 static std::string fmt(const nlohmann::json& v) {
@@ -43,21 +44,25 @@ int cmd_eval(const Args& args) {
   bool json = false;
   po::options_description opts("eval options");
   add_inference_options(opts, io);
-  opts.add_options()
-      ("data", po::value(&data)->required(), "JSONL file: documents/chats/prompt-completion rows (loss), "
-       "{prompt, reference} (generation), {prompt, choices, answer} (choice), {prompt, chosen, rejected} (preference)")
-      ("task", po::value(&to.type)->default_value("auto"), "auto | loss | generation | choice | preference (auto: from the rows)")
-      ("seq-len", po::value(&to.seq_len)->default_value(0), "loss: context for scoring (0 = the model's maximum)")
-      ("batch", po::value(&to.batch)->default_value(4), "rows per forward pass")
-      ("max-new-tokens", po::value(&to.max_new_tokens)->default_value(64), "generation: tokens per answer")
-      ("samples", po::value(&to.samples)->default_value(1), "generation: answers per prompt (with --temperature > 0)")
-      ("temperature", po::value(&to.temperature)->default_value(0.0), "generation: 0 = greedy")
-      ("seed", po::value(&to.seed)->default_value(0), "generation: sampling seed")
-      ("extract", po::value(&to.extract), "generation: regex whose first group is the answer (extracted_match)")
-      ("compare", po::value(&compare)->multitoken(), "evaluate several side by side: \"base\", adapter folders, model folders")
-      ("json", po::bool_switch(&json), "print JSON");
+  opts.add_options()(
+      "data", po::value(&data)->required(),
+      "JSONL file: documents/chats/prompt-completion rows (loss), "
+      "{prompt, reference} (generation), {prompt, choices, answer} (choice), {prompt, chosen, rejected} (preference)")(
+      "task", po::value(&to.type)->default_value("auto"),
+      "auto | loss | generation | choice | preference (auto: from the rows)")(
+      "seq-len", po::value(&to.seq_len)->default_value(0), "loss: context for scoring (0 = the model's maximum)")(
+      "batch", po::value(&to.batch)->default_value(4), "rows per forward pass")(
+      "max-new-tokens", po::value(&to.max_new_tokens)->default_value(64), "generation: tokens per answer")(
+      "samples", po::value(&to.samples)->default_value(1), "generation: answers per prompt (with --temperature > 0)")(
+      "temperature", po::value(&to.temperature)->default_value(0.0), "generation: 0 = greedy")(
+      "seed", po::value(&to.seed)->default_value(0), "generation: sampling seed")(
+      "extract", po::value(&to.extract), "generation: regex whose first group is the answer (extracted_match)")(
+      "compare", po::value(&compare)->multitoken(),
+      "evaluate several side by side: \"base\", adapter folders, model folders")("json", po::bool_switch(&json),
+                                                                                 "print JSON");
   po::variables_map vm;
-  const char* usage = "usage: affinage eval --model DIR [--adapter DIR] --data FILE.jsonl [--task T] [--compare A B ...] [--json]";
+  const char* usage =
+      "usage: affinage eval --model DIR [--adapter DIR] --data FILE.jsonl [--task T] [--compare A B ...] [--json]";
   if (parse_args(args, usage, opts, vm)) return 0;
   if (compare.empty()) {
     auto lm = load_for_inference(io);
@@ -68,7 +73,8 @@ int cmd_eval(const Args& args) {
       std::cout << "loss " << r["loss"] << "\nperplexity " << r["perplexity"] << "\ntokens " << r["tokens"] << "\n";
     } else {
       for (auto& [k, v] : r.items())
-        if (k != "examples" && k != "file") std::cout << k << " " << (v.is_string() ? v.get<std::string>() : fmt(v)) << "\n";
+        if (k != "examples" && k != "file")
+          std::cout << k << " " << (v.is_string() ? v.get<std::string>() : fmt(v)) << "\n";
     }
     return 0;
   }

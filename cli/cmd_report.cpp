@@ -1,8 +1,8 @@
 // `affinage report RUN_DIR`: (re)builds RUN_DIR/report.html from the run's metrics.jsonl, recipe.json and
 // summary.json; `affinage run` writes it after each stage, this rebuilds it for a run in progress or an older one.
 #include <iostream>
+#include "app/report.h"
 #include "cli/commands.h"
-#include "core/report.h"
 
 namespace po = boost::program_options;
 
@@ -15,8 +15,10 @@ int cmd_report(const Args& args) {
   po::positional_options_description pos;
   pos.add("run-dir", 1);
   po::variables_map vm;
-  if (parse_args(args, "usage: affinage report RUN_DIR\n\nWrites RUN_DIR/report.html: a self-contained page (charts, "
-                       "final metrics, resolved recipe) that any browser opens offline.", opts, vm, &pos))
+  if (parse_args(args,
+                 "usage: affinage report RUN_DIR\n\nWrites RUN_DIR/report.html: a self-contained page (charts, "
+                 "final metrics, resolved recipe) that any browser opens offline.",
+                 opts, vm, &pos))
     return 0;
   std::cout << write_report(dir) << "\n";
   return 0;

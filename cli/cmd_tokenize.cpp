@@ -1,12 +1,13 @@
 // `affinage tokenize`: text or a chat (messages JSON) to token ids, to check what the model will see.
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
+#include "base/files.h"
 #include "cli/commands.h"
-#include "core/chat.h"
-#include "core/error.h"
-#include "core/tokenizer.h"
+#include "datasets/jsonl.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 namespace po = boost::program_options;
 
@@ -14,45 +15,19 @@ namespace affinage::cli {
 
 namespace {
 
-// Reads either a JSON array of {role, content[, weight]} or an object {"messages": [...]}.
+// Reads either a JSON array of messages or an object {"messages": [...]}, with the parser training uses
+// (datasets/jsonl.h), so a chat that tokenizes here trains the same way.
 std::vector<Message> read_messages(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) fail("messages file '", path, "' cannot be opened");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(f);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("messages file '", path, "' is not valid JSON: ", e.what());
-  }
+  nlohmann::json j = nlohmann::json::parse(read_file(path), nullptr, false);
+  if (j.is_discarded()) fail("messages file '", path, "' is not valid JSON");
   if (j.is_object()) {
     if (!j.contains("messages"))
-      fail("messages file '", path, "': the object has no \"messages\" key; give [{\"role\": ..., \"content\": ...}] "
+      fail("messages file '", path,
+           "': the object has no \"messages\" key; give [{\"role\": ..., \"content\": ...}] "
            "or {\"messages\": [...]}");
     j = j["messages"];
   }
-  if (!j.is_array()) fail("messages file '", path, "': \"messages\" must be a JSON array of {role, content} objects");
-  std::vector<Message> out;
-  for (size_t i = 0; i < j.size(); ++i) {
-    const auto& m = j[i];
-    if (!m.is_object()) fail("messages file '", path, "': message ", i, " is not an object");
-    for (const auto& [key, value] : m.items()) {
-      if (key != "role" && key != "content" && key != "weight")
-        fail("messages file '", path, "': message ", i, " has unknown key '", key, "' (role, content, weight)");
-    }
-    if (!m.contains("role") || !m["role"].is_string())
-      fail("messages file '", path, "': message ", i, " needs a string \"role\"");
-    if (!m.contains("content") || !m["content"].is_string())
-      fail("messages file '", path, "': message ", i, " needs a string \"content\"");
-    Message msg;
-    msg.role = m["role"].get<std::string>();
-    msg.content = m["content"].get<std::string>();
-    if (m.contains("weight")) {
-      if (!m["weight"].is_number()) fail("messages file '", path, "': message ", i, " has a non-numeric \"weight\"");
-      msg.weight = m["weight"].get<double>();
-    }
-    out.push_back(std::move(msg));
-  }
-  return out;
+  return parse_messages(j, "messages", path);
 }
 
 template <class T>
@@ -66,14 +41,13 @@ void print_line(const std::vector<T>& v) {
 int cmd_tokenize(const Args& args) {
   std::string tokenizer_path, text, messages_path, chat_format = "auto";
   po::options_description opts("options");
-  opts.add_options()
-      ("tokenizer", po::value(&tokenizer_path)->required(), "SentencePiece tokenizer.model")
-      ("text", po::value(&text), "text to encode")
-      ("messages", po::value(&messages_path),
-       "chat JSON: [{role, content[, weight]}, ...] or {\"messages\": [...]}; rendered in the Mistral format")
-      ("bos", "prepend BOS to --text (a chat always starts with one BOS)")
-      ("json", "print {\"ids\": [...]} (and \"trainable\" for a chat) instead of plain lines")
-      ("chat-format", po::value(&chat_format), "auto | mistral_v1 | mistral_v3 (default auto: from the tokenizer)");
+  opts.add_options()("tokenizer", po::value(&tokenizer_path)->required(), "SentencePiece tokenizer.model")(
+      "text", po::value(&text), "text to encode")(
+      "messages", po::value(&messages_path),
+      "chat JSON: [{role, content[, weight]}, ...] or {\"messages\": [...]}; rendered in the Mistral format")(
+      "bos", "prepend BOS to --text (a chat always starts with one BOS)")(
+      "json", "print {\"ids\": [...]} (and \"trainable\" for a chat) instead of plain lines")(
+      "chat-format", po::value(&chat_format), "auto | mistral_v1 | mistral_v3 (default auto: from the tokenizer)");
   const std::string usage =
       "usage: affinage tokenize --tokenizer FILE (--text TEXT | --messages FILE.json) [--bos] [--json] "
       "[--chat-format auto|mistral_v1|mistral_v3]\n"

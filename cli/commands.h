@@ -1,9 +1,9 @@
 // The subcommands of `affinage`. Each parses its own options (Boost.Program_options) and returns an exit
 // code; library errors propagate as affinage::Error and are printed once by main().
 #pragma once
+#include <boost/program_options.hpp>
 #include <string>
 #include <vector>
-#include <boost/program_options.hpp>
 
 namespace affinage::cli {
 
@@ -20,8 +20,6 @@ int cmd_merge(const Args& args);
 int cmd_publish(const Args& args);
 int cmd_report(const Args& args);
 int cmd_recipes(const Args& args);
-// `affinage run --nproc K`: starts K local ranks running `affinage run <child_args>` (cli/launch.cpp).
-int launch_local_ranks(int nproc, const Args& child_args);
 
 // Parses `args` against `opts` (+ positional); prints help and returns true when --help was given.
 // Unknown options and missing values are errors that name the option.

@@ -1,34 +1,16 @@
-// Options and loading shared by the inference commands (see cli/common.h).
+// Options shared by the inference commands (see cli/common.h).
 #include "cli/common.h"
-#include "core/error.h"
-#include "core/loader.h"
-#include "core/prepare.h"
-#include "core/runtime.h"
-#include "lora/adapter.h"
 
 namespace po = boost::program_options;
 
 namespace affinage::cli {
 
 void add_inference_options(po::options_description& opts, InferenceOptions& o) {
-  opts.add_options()
-      ("model", po::value(&o.model)->required(), "model folder (Hugging Face or Mistral consolidated)")
-      ("adapter", po::value(&o.adapter), "LoRA adapter: PEFT folder or mistral-finetune lora.safetensors")
-      ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda | cuda:N")
-      ("dtype", po::value(&o.dtype), "bf16 | f16 | f32 (default: the checkpoint's)")
-      ("threads", po::value(&o.threads)->default_value(0), "CPU threads (0 = all cores)");
-}
-
-LoadedModel load_for_inference(const InferenceOptions& o) {
-  set_threads(o.threads);
-  LoadedModel lm;
-  std::optional<c10::ScalarType> dt;
-  if (!o.dtype.empty()) dt = parse_dtype(o.dtype);
-  lm.tokenizer = Tokenizer::load(find_tokenizer(o.model));
-  lm.model = load_model(o.model, dt, pick_device(o.device));
-  if (!o.adapter.empty()) load_adapter(*lm.model, o.adapter);
-  lm.model->eval();
-  return lm;
+  opts.add_options()("model", po::value(&o.model)->required(), "model folder (Hugging Face or Mistral consolidated)")(
+      "adapter", po::value(&o.adapter), "LoRA adapter: PEFT folder or mistral-finetune lora.safetensors")(
+      "device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda | cuda:N")(
+      "dtype", po::value(&o.dtype), "bf16 | f16 | f32 (default: the checkpoint's)")(
+      "threads", po::value(&o.threads)->default_value(0), "CPU threads (0 = all cores)");
 }
 
 }  // namespace affinage::cli

@@ -1,9 +1,9 @@
 // affinage: the command-line entry point. Dispatches to a subcommand and turns errors into one line on stderr.
 #include <iostream>
 #include <map>
+#include "base/error.h"
+#include "base/runtime.h"
 #include "cli/commands.h"
-#include "core/error.h"
-#include "core/runtime.h"
 
 namespace po = boost::program_options;
 
@@ -27,7 +27,10 @@ bool parse_args(const Args& args, const std::string& usage, po::options_descript
 
 using namespace affinage::cli;
 
-struct Sub { int (*fn)(const Args&); const char* summary; };
+struct Sub {
+  int (*fn)(const Args&);
+  const char* summary;
+};
 static const std::map<std::string, Sub>& subcommands() {
   static const std::map<std::string, Sub> m = {
       {"run", {cmd_run, "train from a recipe file (SFT, DPO): affinage run RECIPE [--set k=v] [--resume]"}},
@@ -35,7 +38,9 @@ static const std::map<std::string, Sub>& subcommands() {
       {"eval", {cmd_eval, "loss and perplexity of a model (+ adapter) on a JSONL file"}},
       {"inspect", {cmd_inspect, "show what a model folder, adapter folder or safetensors file holds"}},
       {"tokenize", {cmd_tokenize, "text or a chat (messages JSON) to token ids"}},
-      {"data", {cmd_data, "training data: check (validate, count, show masks) and synth (stories sampled from a model as SFT/DPO data)"}},
+      {"data",
+       {cmd_data,
+        "training data: check (validate, count, show masks) and synth (stories sampled from a model as SFT/DPO data)"}},
       {"merge", {cmd_merge, "fold LoRA adapters into a base model (linear, TIES, DARE): a new model folder"}},
       {"publish", {cmd_publish, "a folder ready for the Hugging Face Hub: files, model card, provenance"}},
       {"report", {cmd_report, "(re)build RUN_DIR/report.html: charts, final metrics, recipe (self-contained)"}},
@@ -47,15 +52,25 @@ static const std::map<std::string, Sub>& subcommands() {
 static void usage(std::ostream& os) {
   os << "affinage " << AFFINAGE_VERSION << " - fine-tuning and post-training of Llama/Mistral models\n\n"
      << "usage: affinage COMMAND [options]   (affinage COMMAND --help for its options)\n\ncommands:\n";
-  for (auto& [name, sub] : subcommands()) os << "  " << name << std::string(10 - name.size(), ' ') << sub.summary << "\n";
+  for (auto& [name, sub] : subcommands())
+    os << "  " << name << std::string(10 - name.size(), ' ') << sub.summary << "\n";
 }
 
 int main(int argc, char** argv) {
-  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (core/runtime.h)
-  if (argc < 2) { usage(std::cerr); return 2; }
+  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (base/runtime.h)
+  if (argc < 2) {
+    usage(std::cerr);
+    return 2;
+  }
   std::string name = argv[1];
-  if (name == "--help" || name == "-h" || name == "help") { usage(std::cout); return 0; }
-  if (name == "--version") { std::cout << "affinage " << AFFINAGE_VERSION << "\n"; return 0; }
+  if (name == "--help" || name == "-h" || name == "help") {
+    usage(std::cout);
+    return 0;
+  }
+  if (name == "--version") {
+    std::cout << "affinage " << AFFINAGE_VERSION << "\n";
+    return 0;
+  }
   auto it = subcommands().find(name);
   if (it == subcommands().end()) {
     std::cerr << "affinage: unknown command '" << name << "'\n\n";

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
-#include "core/error.h"
+#include "base/error.h"
 
 namespace affinage {
 
@@ -20,8 +20,8 @@ const std::string& get_string(const nlohmann::json& obj, const std::string& key,
                               const std::string& where, bool allow_empty) {
   auto it = obj.find(key);
   if (it == obj.end() && what == key)  // a top-level column: it may only be named differently in this file
-    fail(where, ": field '", what, "': missing; add it, or map the file's name for it with data.columns, e.g. {\"",
-         key, "\": \"my_", key, "\"}");
+    fail(where, ": field '", what, "': missing; add it, or map the file's name for it with data.columns, e.g. {\"", key,
+         "\": \"my_", key, "\"}");
   if (it == obj.end()) fail(where, ": field '", what, "': missing");
   if (!it->is_string()) fail(where, ": field '", what, "': must be a string, got ", json_type_name(*it));
   const std::string& s = it->get_ref<const std::string&>();
@@ -48,11 +48,13 @@ std::vector<Message> parse_messages(const nlohmann::json& list, const std::strin
   for (size_t i = 0; i < list.size(); ++i) {
     const nlohmann::json& m = list[i];
     const std::string base = field + "[" + std::to_string(i) + "]";
-    if (!m.is_object()) fail(where, ": field '", base, "': must be an object {\"role\", \"content\"}, got ", json_type_name(m));
+    if (!m.is_object())
+      fail(where, ": field '", base, "': must be an object {\"role\", \"content\"}, got ", json_type_name(m));
     Message msg;
     msg.role = get_string(m, "role", base + ".role", where, false);
     if (msg.role != "system" && msg.role != "user" && msg.role != "assistant")
-      fail(where, ": field '", base, ".role': unknown role '", msg.role, "'; use \"system\", \"user\" or \"assistant\"");
+      fail(where, ": field '", base, ".role': unknown role '", msg.role,
+           "'; use \"system\", \"user\" or \"assistant\"");
     // Multimodal / tool-call content (arrays, null) is not supported: say so rather than train on a dump.
     msg.content = get_string(m, "content", base + ".content", where, true);
     if (auto w = m.find("weight"); w != m.end()) {
@@ -65,32 +67,43 @@ std::vector<Message> parse_messages(const nlohmann::json& list, const std::strin
   return messages;
 }
 
-void read_jsonl(const std::string& path, const std::string& what,
-                const std::function<void(const nlohmann::json& row, int64_t line)>& fn) {
+// Opens a JSONL file and calls fn(text, line) for each non-blank line (1-based numbers; a UTF-8 BOM and CRLF
+// removed) until fn returns false.
+static void for_each_line(const std::string& path, const std::string& what,
+                          const std::function<bool(const std::string& text, int64_t line)>& fn) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open the data file (relative paths resolve against the current directory; check ", what, ")");
-  constexpr size_t kMaxErrors = 20;
-  std::vector<std::string> errors;
-  size_t n_errors = 0;
+  if (!in)
+    fail(path, ": cannot open the data file (relative paths resolve against the current directory; check ", what, ")");
   std::string text;
-  int64_t line = 0;
-  while (std::getline(in, text)) {
-    ++line;
+  for (int64_t line = 1; std::getline(in, text); ++line) {
     if (!text.empty() && text.back() == '\r') text.pop_back();
     if (line == 1 && text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a UTF-8 byte-order mark
     if (text.find_first_not_of(" \t") == std::string::npos) continue;
+    if (!fn(text, line)) return;
+  }
+}
+
+static nlohmann::json parse_row(const std::string& text, const std::string& path, int64_t line) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ":", line, ": not valid JSON (", e.what(), "); each line must hold one whole JSON object");
+  }
+}
+
+void read_jsonl(const std::string& path, const std::string& what,
+                const std::function<void(const nlohmann::json& row, int64_t line)>& fn) {
+  constexpr size_t kMaxErrors = 20;
+  std::vector<std::string> errors;
+  size_t n_errors = 0;
+  for_each_line(path, what, [&](const std::string& text, int64_t line) {
     try {
-      nlohmann::json row;
-      try {
-        row = nlohmann::json::parse(text);
-      } catch (const nlohmann::json::exception& e) {
-        fail(path, ":", line, ": not valid JSON (", e.what(), "); each line must hold one whole JSON object");
-      }
-      fn(row, line);
+      fn(parse_row(text, path, line), line);
     } catch (const Error& e) {
       if (++n_errors <= kMaxErrors) errors.push_back(e.what());
     }
-  }
+    return true;
+  });
   if (n_errors == 1) throw Error(errors[0]);
   if (n_errors > 1) {
     std::ostringstream os;
@@ -99,6 +112,17 @@ void read_jsonl(const std::string& path, const std::string& what,
     if (n_errors > errors.size()) os << "\n  ... and " << n_errors - errors.size() << " more";
     throw Error(os.str());
   }
+}
+
+std::pair<nlohmann::json, int64_t> first_jsonl_row(const std::string& path, const std::string& what) {
+  std::pair<nlohmann::json, int64_t> first{nullptr, 0};
+  for_each_line(path, what, [&](const std::string& text, int64_t line) {
+    first = {parse_row(text, path, line), line};
+    return false;
+  });
+  if (first.second == 0) fail(path, ": no rows (", what, ")");
+  if (!first.first.is_object()) fail(path, ":", first.second, ": not a JSON object");
+  return first;
 }
 
 // SentencePiece adds a dummy "▁" to every encode call, so sp(prompt) + sp(completion) is not how the joined

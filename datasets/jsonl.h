@@ -5,11 +5,11 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-#include <nlohmann/json.hpp>
-#include "core/chat.h"
-#include "core/tokenizer.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 namespace affinage {
 
@@ -32,6 +32,10 @@ std::vector<Message> parse_messages(const nlohmann::json& list, const std::strin
 // recipe key that gave the path, for the cannot-open message.
 void read_jsonl(const std::string& path, const std::string& what,
                 const std::function<void(const nlohmann::json& row, int64_t line)>& fn);
+
+// The first row of a JSONL file and its line number, read like read_jsonl reads rows. Errors name the file (cannot
+// open, no rows) or file:line (not a JSON object).
+std::pair<nlohmann::json, int64_t> first_jsonl_row(const std::string& path, const std::string& what);
 
 // The ids of `completion` as it continues `prompt` whose ids are `prompt_ids` (= tok.encode(prompt)), so that
 // prompt_ids + completion_ids decode to prompt + completion (see the comment in the .cpp on the boundary).

@@ -2,9 +2,10 @@
 # Regenerates datasets/data/shakespeare_{train,eval}.jsonl from tinyshakespeare.txt (karpathy/char-rnn):
 # {"text"} rows of roughly 300-600 characters, cut on blank lines (speech boundaries).
 # Train: the first ~76 KB of the text. Eval: ~15 KB starting at the first blank line after byte 1,000,000
-# (disjoint from train). Usage: datasets/make_shakespeare.sh [path/to/tinyshakespeare.txt]
+# (disjoint from train). Usage: datasets/make_shakespeare.sh path/to/tinyshakespeare.txt
+# (https://github.com/karpathy/char-rnn/blob/master/data/tinyshakespeare/input.txt, MIT)
 set -eu
-src=${1:-/work/shared/fixtures/datasets/tinyshakespeare.txt}
+src=${1:?give the path of tinyshakespeare.txt (karpathy/char-rnn)}
 out=$(dirname "$0")/data
 mkdir -p "$out"
 

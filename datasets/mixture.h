@@ -9,19 +9,11 @@
 #include <random>
 #include <utility>
 #include <vector>
-#include "core/error.h"
-#include "core/recipe.h"
+#include "base/error.h"
+#include "base/random.h"
+#include "config/recipe.h"
 
 namespace affinage {
-
-// Fisher-Yates with our own index draw: std::shuffle and std::uniform_int_distribution differ between
-// standard libraries, and a seed must give the same split everywhere.
-inline std::vector<size_t> seeded_permutation(size_t n, std::mt19937_64& rng) {
-  std::vector<size_t> idx(n);
-  std::iota(idx.begin(), idx.end(), 0);
-  for (size_t i = n; i > 1; --i) std::swap(idx[i - 1], idx[rng() % i]);
-  return idx;
-}
 
 template <class T>
 std::vector<T> apply_weight(const std::vector<T>& items, double w, std::mt19937_64& rng) {

@@ -2,7 +2,7 @@
 // datasets/preference_data.h).
 #include "datasets/preference_data.h"
 #include <algorithm>
-#include "core/error.h"
+#include "base/error.h"
 #include "datasets/jsonl.h"
 #include "datasets/mixture.h"
 
@@ -43,7 +43,8 @@ PreferencePair chat_pair(const std::vector<Message>& prompt, const std::vector<M
                          const std::string& where) {
   PreferencePair p;
   p.prompt = render(tok, prompt, chat, true, "prompt", where);
-  for (auto [resp, out, name] : {std::tuple{&chosen, &p.chosen, "chosen"}, std::tuple{&rejected, &p.rejected, "rejected"}}) {
+  for (auto [resp, out, name] :
+       {std::tuple{&chosen, &p.chosen, "chosen"}, std::tuple{&rejected, &p.rejected, "rejected"}}) {
     if (resp->empty() || resp->front().role != "assistant")
       fail(where, ": field '", name, "': must start with an assistant message (the answer to the prompt)");
     std::vector<Message> all = prompt;
@@ -63,7 +64,7 @@ PreferencePair implicit_text_pair(const std::string& c, const std::string& r, co
   size_t k = 0;
   while (k < c.size() && k < r.size() && c[k] == r[k]) ++k;
   while (k > 0 && c[k - 1] != ' ') --k;  // back to just after the last shared space...
-  if (k > 0) --k;                         // ...and give that space to the responses
+  if (k > 0) --k;                        // ...and give that space to the responses
   return text_pair(c.substr(0, k), c.substr(k), r.substr(k), tok);
 }
 
@@ -90,7 +91,8 @@ PreferencePair render_preference_row(const nlohmann::json& row_in, const Tokeniz
   for (const char* k : {"chosen", "rejected"})
     if (!row.contains(k))
       fail(where, ": field '", k, "': missing; a preference row needs \"chosen\" and \"rejected\" (and usually ",
-           "\"prompt\"); map other names with data.columns, e.g. {\"chosen\": \"response_j\", \"rejected\": \"response_k\"}");
+           "\"prompt\"); map other names with data.columns, e.g. {\"chosen\": \"response_j\", \"rejected\": "
+           "\"response_k\"}");
   const nlohmann::json &jc = row["chosen"], &jr = row["rejected"];
   auto as_messages = [&](const nlohmann::json& v, const char* field) {
     if (v.is_string()) {
@@ -143,9 +145,8 @@ std::vector<PreferencePair> load_preference_file(const DataSource& src, const To
   return out;
 }
 
-void truncate_pairs(std::vector<PreferencePair>& pairs, int64_t max_len, int64_t max_prompt_len,
-                    const std::string& policy, PreferenceStats& st) {
-  if (policy != "right" && policy != "drop") fail("data.truncation: unknown policy '", policy, "'; use \"right\" or \"drop\"");
+void truncate_pairs(std::vector<PreferencePair>& pairs, int64_t max_len, int64_t max_prompt_len, Truncation policy,
+                    PreferenceStats& st) {
   if (max_prompt_len < 1 || max_prompt_len >= max_len)
     fail("dpo.max_prompt_len: ", max_prompt_len, " must be at least 1 and below data.seq_len ", max_len);
   std::vector<PreferencePair> kept;
@@ -157,7 +158,7 @@ void truncate_pairs(std::vector<PreferencePair>& pairs, int64_t max_len, int64_t
     }
     int64_t P = p.prompt.size(), longest = std::max(p.chosen.size(), p.rejected.size());
     if (P + longest > max_len) {
-      if (policy == "drop") {
+      if (policy == Truncation::Drop) {
         ++st.dropped;
         continue;
       }

@@ -5,25 +5,25 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-#include <nlohmann/json.hpp>
-#include "core/chat.h"
-#include "core/recipe.h"
-#include "core/tokenizer.h"
+#include "config/recipe.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 namespace affinage {
 
 struct PreferencePair {
-  std::vector<int> prompt;             // starts with one BOS
-  std::vector<int> chosen, rejected;   // response ids after the prompt, each ending with EOS (unless cut)
+  std::vector<int> prompt;            // starts with one BOS
+  std::vector<int> chosen, rejected;  // response ids after the prompt, each ending with EOS (unless cut)
   std::string file;
   int64_t line = 0;
 };
 
 struct PreferenceStats {
-  int64_t pairs = 0;                // pairs read
-  int64_t prompt_tokens = 0;        // after truncation
+  int64_t pairs = 0;          // pairs read
+  int64_t prompt_tokens = 0;  // after truncation
   int64_t chosen_tokens = 0;
   int64_t rejected_tokens = 0;
   int64_t truncated_prompts = 0;    // prompts cut from the left
@@ -47,8 +47,8 @@ std::vector<PreferencePair> load_preference_file(const DataSource& src, const To
 // Length policy for prompt + the longer response > max_len. "right": the prompt is cut from the left (its
 // BOS kept), only as far as needed and never below max_prompt_len tokens; then responses longer than what
 // is left are cut at the end. "drop": the pair is skipped. Pairs with identical responses are dropped.
-void truncate_pairs(std::vector<PreferencePair>& pairs, int64_t max_len, int64_t max_prompt_len,
-                    const std::string& policy, PreferenceStats& stats);
+void truncate_pairs(std::vector<PreferencePair>& pairs, int64_t max_len, int64_t max_prompt_len, Truncation policy,
+                    PreferenceStats& stats);
 
 // The prompt floor truncate_pairs gets from a recipe: dpo.max_prompt_len, or data.seq_len / 2 when it is 0.
 inline int64_t effective_max_prompt_len(const Recipe& r) {

@@ -1,7 +1,7 @@
 // Rows → device tensors and their next-token loss (see datasets/row_batch.h).
 #include "datasets/row_batch.h"
 #include <algorithm>
-#include "core/error.h"
+#include "base/error.h"
 
 namespace affinage {
 
@@ -29,13 +29,15 @@ TokenLoss row_batch_nll(CausalLMImpl& m, const RowBatch& b) {
 
 std::pair<RowBatch, int64_t> continuation_batch(const std::vector<const std::vector<int>*>& prompts,
                                                 const std::vector<const std::vector<int>*>& conts, c10::Device dev) {
-  if (prompts.empty() || prompts.size() != conts.size()) fail("continuation_batch: ", prompts.size(), " prompts for ", conts.size(), " continuations");
+  if (prompts.empty() || prompts.size() != conts.size())
+    fail("continuation_batch: ", prompts.size(), " prompts for ", conts.size(), " continuations");
   const int64_t N = prompts.size();
   int64_t T = 0;
   for (int64_t r = 0; r < N; ++r) T = std::max<int64_t>(T, prompts[r]->size() + conts[r]->size());
-  auto ids = at::zeros({N, T}, at::kLong), tg = at::full({N, T}, -100, at::kLong);
+  auto ids = at::zeros({N, T}, at::kLong), tg = at::full({N, T}, kIgnoreIndex, at::kLong);
   auto pos = at::zeros({N, T}, at::kLong), doc = at::full({N, T}, -1, at::kLong);
-  auto *pi = ids.data_ptr<int64_t>(), *pt = tg.data_ptr<int64_t>(), *pp = pos.data_ptr<int64_t>(), *pd = doc.data_ptr<int64_t>();
+  auto *pi = ids.data_ptr<int64_t>(), *pt = tg.data_ptr<int64_t>(), *pp = pos.data_ptr<int64_t>(),
+       *pd = doc.data_ptr<int64_t>();
   int64_t real = 0;
   for (int64_t r = 0; r < N; ++r) {
     const std::vector<int>&p = *prompts[r], &c = *conts[r];

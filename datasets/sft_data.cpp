@@ -6,9 +6,10 @@
 #include <cmath>
 #include <numeric>
 #include <random>
-#include "core/error.h"
+#include "base/error.h"
 #include "datasets/jsonl.h"
 #include "datasets/mixture.h"
+#include "model/loss.h"
 
 namespace affinage {
 namespace {
@@ -140,9 +141,7 @@ std::vector<Sample> load_sft_file(const DataSource& src, const Tokenizer& tok, C
 }
 
 // A sample cut by "right" that has nothing left to train counts as dropped only (not also as truncated).
-void truncate_samples(std::vector<Sample>& samples, int64_t max_len, const std::string& policy, DataStats& stats) {
-  if (policy != "right" && policy != "drop")
-    fail("data.truncation: unknown policy '", policy, "'; use \"right\" or \"drop\"");
+void truncate_samples(std::vector<Sample>& samples, int64_t max_len, Truncation policy, DataStats& stats) {
   if (max_len < 2) fail("data.seq_len: ", max_len, " is too short; a sample needs at least 2 tokens");
   std::vector<Sample> kept;
   kept.reserve(samples.size());
@@ -150,7 +149,7 @@ void truncate_samples(std::vector<Sample>& samples, int64_t max_len, const std::
     ++stats.rows;
     int64_t cut = 0;
     if (static_cast<int64_t>(s.ids.size()) > max_len) {
-      if (policy == "drop") {
+      if (policy == Truncation::Drop) {
         ++stats.dropped;
         continue;
       }
@@ -184,7 +183,7 @@ std::vector<Row> make_rows(const std::vector<Sample>& samples, int64_t seq_len, 
   auto new_row = [&] {
     Row r;
     r.input_ids.assign(seq_len, 0);
-    r.targets.assign(seq_len, -100);
+    r.targets.assign(seq_len, kIgnoreIndex);
     r.position_ids.assign(seq_len, 0);
     r.doc_ids.assign(seq_len, -1);
     rows.push_back(std::move(r));
@@ -220,7 +219,8 @@ std::vector<Row> make_rows(const std::vector<Sample>& samples, int64_t seq_len, 
 // Mixing (weights, eval split) is datasets/mixture.h; SFT adds truncation and rows.
 SftData build_sft_data(const DataConfig& cfg, const Tokenizer& tok, uint64_t seed) {
   const ChatFormat chat = chat_format_from_name(cfg.chat_format, tok);
-  auto [train, eval] = mix_sources<Sample>(cfg, seed, [&](const DataSource& s) { return load_sft_file(s, tok, chat, cfg.columns); });
+  auto [train, eval] =
+      mix_sources<Sample>(cfg, seed, [&](const DataSource& s) { return load_sft_file(s, tok, chat, cfg.columns); });
   SftData out;
   out.train_stats = finish(train, cfg, out.train);
   if (out.train.empty())

@@ -3,31 +3,31 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-#include <nlohmann/json.hpp>
-#include "core/chat.h"
-#include "core/recipe.h"
-#include "core/tokenizer.h"
+#include "config/recipe.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 namespace affinage {
 
 struct Sample {
-  std::vector<int> ids;             // starts with one BOS
-  std::vector<uint8_t> trainable;   // 1 where the token is a training target
-  std::string file;                 // where it came from (for messages)
-  int64_t line = 0;                 // 1-based JSONL line
+  std::vector<int> ids;            // starts with one BOS
+  std::vector<uint8_t> trainable;  // 1 where the token is a training target
+  std::string file;                // where it came from (for messages)
+  int64_t line = 0;                // 1-based JSONL line
 };
 
 struct DataStats {
-  int64_t rows = 0;              // samples read
-  int64_t tokens = 0;            // tokens after truncation
-  int64_t trained_tokens = 0;    // trainable tokens after truncation
-  int64_t truncated = 0;         // samples cut by the "right" policy
-  int64_t truncated_tokens = 0;  // tokens cut away
-  int64_t dropped = 0;           // samples skipped by the "drop" policy (or with nothing left to train)
-  int64_t packed_rows = 0;       // rows after packing (or padding)
-  double packing_efficiency = 0; // real tokens / (rows * seq_len)
+  int64_t rows = 0;               // samples read
+  int64_t tokens = 0;             // tokens after truncation
+  int64_t trained_tokens = 0;     // trainable tokens after truncation
+  int64_t truncated = 0;          // samples cut by the "right" policy
+  int64_t truncated_tokens = 0;   // tokens cut away
+  int64_t dropped = 0;            // samples skipped by the "drop" policy (or with nothing left to train)
+  int64_t packed_rows = 0;        // rows after packing (or padding)
+  double packing_efficiency = 0;  // real tokens / (rows * seq_len)
   nlohmann::json to_json() const;
 };
 
@@ -50,11 +50,11 @@ std::vector<Sample> load_sft_file(const DataSource& src, const Tokenizer& tok, C
 
 // Applies the truncation policy ("right": keep the first max_len tokens; "drop": skip the sample) and drops
 // samples with no trained token left; updates stats.
-void truncate_samples(std::vector<Sample>& samples, int64_t max_len, const std::string& policy, DataStats& stats);
+void truncate_samples(std::vector<Sample>& samples, int64_t max_len, Truncation policy, DataStats& stats);
 
 // A fixed-length training row. targets are pre-shifted: targets[t] is the id to predict from position t
-// (ids[t+1] when that token is trainable and belongs to the same document), else -100.
-// Padding uses id 0, doc id -1, targets -100. position_ids restart at 0 for each document.
+// (ids[t+1] when that token is trainable and belongs to the same document), else kIgnoreIndex (model/loss.h).
+// Padding uses id 0, doc id -1, targets kIgnoreIndex. position_ids restart at 0 for each document.
 struct Row {
   std::vector<int64_t> input_ids, targets, position_ids, doc_ids;
 };

@@ -1,16 +1,12 @@
 // Word-story sampling and its check (contract in datasets/word_stories.h).
 #include "datasets/word_stories.h"
 #include <cctype>
-#include "core/error.h"
+#include "base/error.h"
+#include "base/strings.h"
 
 namespace affinage {
 
 std::string word_prompt(const std::string& word) { return "Topic: " + word + "\nOnce upon a time"; }
-
-static std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 // Start offsets of the whole-word uses of `word` in `text` (case-insensitive, a plural "s" allowed).
 static std::vector<size_t> word_uses(const std::string& text_in, const std::string& word_in) {
@@ -36,7 +32,8 @@ std::string replace_word(const std::string& text, const std::string& word, const
   for (size_t p : word_uses(text, word)) {
     out += text.substr(last, p - last);
     std::string o = other;
-    if (!o.empty() && std::isupper(static_cast<unsigned char>(text[p]))) o[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(o[0])));
+    if (!o.empty() && std::isupper(static_cast<unsigned char>(text[p])))
+      o[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(o[0])));
     out += o;
     last = p + word.size();
   }

@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string>
 #include <vector>
-#include "core/generate.h"
-#include "core/model.h"
-#include "core/tokenizer.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "text/tokenizer.h"
 
 namespace affinage {
 

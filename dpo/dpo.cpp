@@ -2,11 +2,12 @@
 #include "dpo/dpo.h"
 #include <filesystem>
 #include <iostream>
-#include "core/distributed.h"
-#include "core/error.h"
-#include "core/prepare.h"
-#include "core/safetensors.h"
-#include "core/stage_run.h"
+#include "base/distributed.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "io/safetensors.h"
+#include "train/prepare.h"
+#include "train/stage.h"
 
 namespace fs = std::filesystem;
 
@@ -28,11 +29,13 @@ StepLoss preference_step_loss(const PairLogps& lp, const at::Tensor& ref_c, cons
   s.tokens = tokens;
   // Six sums in one host transfer (one sync per micro-batch, not six).
   auto d = [](const at::Tensor& t) { return t.detach().to(at::kDouble).sum(); };
-  auto v = at::stack({d(l.chosen_rewards), d(l.rejected_rewards), d((l.chosen_rewards > l.rejected_rewards).to(at::kDouble)),
-                      d(l.chosen_rewards - l.rejected_rewards), d(lp.chosen_sum), d(lp.rejected_sum)}).cpu();
+  auto v =
+      at::stack({d(l.chosen_rewards), d(l.rejected_rewards), d((l.chosen_rewards > l.rejected_rewards).to(at::kDouble)),
+                 d(l.chosen_rewards - l.rejected_rewards), d(lp.chosen_sum), d(lp.rejected_sum)})
+          .cpu();
   const double* x = v.data_ptr<double>();
-  s.sums = {{"rewards/chosen", x[0]}, {"rewards/rejected", x[1]}, {"rewards/accuracies", x[2]},
-            {"rewards/margins", x[3]}, {"logps/chosen", x[4]}, {"logps/rejected", x[5]}};
+  s.sums = {{"rewards/chosen", x[0]},  {"rewards/rejected", x[1]}, {"rewards/accuracies", x[2]},
+            {"rewards/margins", x[3]}, {"logps/chosen", x[4]},     {"logps/rejected", x[5]}};
   return s;
 }
 
@@ -60,7 +63,8 @@ static std::string reference_fingerprint(const Recipe& r, const PreferenceData& 
   auto mix = [&](const void* p, size_t n) {
     for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 1099511628211ull;
   };
-  for (const std::string& s : {r.model, r.lora.init_from, r.dpo.reference, r.dtype}) mix(s.data(), s.size() + 1);
+  for (const std::string& s : {r.model, r.lora.init_from, name_of(r.dpo.reference), r.dtype})
+    mix(s.data(), s.size() + 1);
   for (auto* set : {&d.train, &d.eval})
     for (auto& p : *set)
       for (auto* v : {&p.prompt, &p.chosen, &p.rejected}) {
@@ -70,11 +74,11 @@ static std::string reference_fingerprint(const Recipe& r, const PreferenceData& 
   return std::to_string(h);
 }
 
-DpoResult run_dpo(const Recipe& r, bool resume) {
+StageResult run_dpo(const Recipe& r, bool resume) {
   // 1. model, tokenizer, adapters (a continued SFT adapter comes in through lora.init_from)
   PreparedModel pm = prepare_model(r);
   auto& model = *pm.model;
-  model.set_activation_checkpointing(r.train.activation_checkpointing);
+  model.set_recompute_layers(r.train.activation_checkpointing);
   const PreferenceLossConfig loss_cfg = preference_loss_config(r.dpo);
   const bool needs_ref = preference_loss_needs_reference(r.dpo.loss);
 
@@ -82,7 +86,7 @@ DpoResult run_dpo(const Recipe& r, bool resume) {
   fs::create_directories(r.output_dir);
   const int64_t max_prompt = effective_max_prompt_len(r);
   PreferenceData data = build_preference_data(r.data, max_prompt, *pm.tokenizer, r.seed);
-  DpoResult res;
+  StageResult res;
   res.data_stats = {{"train", data.train_stats.to_json()}, {"eval", data.eval_stats.to_json()}};
   const auto& ts = data.train_stats;
   std::cerr << "data: " << data.train.size() << " preference pairs (" << ts.prompt_tokens << " prompt, "
@@ -106,18 +110,25 @@ DpoResult run_dpo(const Recipe& r, bool resume) {
     }
     if (cached) {
       for (int s = 0; s < 2; ++s)
-        cache_c[s] = f->load(s ? "eval.chosen" : "train.chosen"), cache_r[s] = f->load(s ? "eval.rejected" : "train.rejected");
+        cache_c[s] = f->load(s ? "eval.chosen" : "train.chosen"),
+        cache_r[s] = f->load(s ? "eval.rejected" : "train.rejected");
       std::cerr << "reference log-probs: reusing " << path << "\n";
     } else {
       std::tie(cache_c[0], cache_r[0]) = precompute_reference(reference, data.train, r.train.batch_size, pm.device);
       std::tie(cache_c[1], cache_r[1]) = precompute_reference(reference, data.eval, r.train.batch_size, pm.device);
       if (world().main())
-        write_safetensors(path, {{"train.chosen", cache_c[0]}, {"train.rejected", cache_r[0]},
-                                 {"eval.chosen", cache_c[1]}, {"eval.rejected", cache_r[1]}}, {{"fingerprint", fp}});
-      std::cerr << "reference log-probs of " << data.train.size() + data.eval.size() << " pairs cached in " << path << "\n";
+        write_safetensors(path,
+                          {{"train.chosen", cache_c[0]},
+                           {"train.rejected", cache_r[0]},
+                           {"eval.chosen", cache_c[1]},
+                           {"eval.rejected", cache_r[1]}},
+                          {{"fingerprint", fp}});
+      std::cerr << "reference log-probs of " << data.train.size() + data.eval.size() << " pairs cached in " << path
+                << "\n";
     }
   }
-  auto batch_loss = [&](CausalLMImpl& m, const std::vector<PreferencePair>& pairs, int set, const std::vector<int64_t>& idx) {
+  auto batch_loss = [&](CausalLMImpl& m, const std::vector<PreferencePair>& pairs, int set,
+                        const std::vector<int64_t>& idx) {
     PairBatch b = make_pair_batch(pairs, idx, pm.device);
     PairLogps lp = pair_logps(m, b);
     at::Tensor rc, rr;
@@ -152,7 +163,7 @@ DpoResult run_dpo(const Recipe& r, bool resume) {
   hooks.save_artifacts = [&](const std::string& dir) { save_adapter_artifacts(pm, dir); };
 
   // 5. the loop between the recipe's task metrics, then the final adapter (the continued SFT adapter included)
-  res.summary = run_stage_loop(r, pm, hooks, resume, res.tasks);
+  run_stage_loop(r, pm, hooks, resume, res);
   return res;
 }
 

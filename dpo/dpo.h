@@ -4,20 +4,14 @@
 #include <map>
 #include <string>
 #include <vector>
-#include "core/recipe.h"
-#include "core/trainer.h"
-#include "dpo/pair_batch.h"
+#include "config/recipe.h"
 #include "dpo/losses.h"
+#include "dpo/pair_batch.h"
+#include "train/stage.h"
 
 namespace affinage {
 
-struct DpoResult {
-  TrainSummary summary;
-  nlohmann::json data_stats;  // train/eval PreferenceStats
-  nlohmann::json tasks = nlohmann::json::object();  // eval.tasks results: {"before": {...}, "after": {...}}
-};
-
-DpoResult run_dpo(const Recipe& r, bool resume);
+StageResult run_dpo(const Recipe& r, bool resume);
 
 PreferenceLossConfig preference_loss_config(const DpoConfig& d);
 

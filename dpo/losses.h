@@ -7,13 +7,14 @@
 //  orpo:    Hong et al. 2024 (arXiv:2403.07691), reference-free: NLL(chosen) - β·logσ(log-odds(c) - log-odds(r)),
 //           odds from per-token averaged log-probs
 #pragma once
-#include <string>
 #include <ATen/ATen.h>
+#include <string>
+#include "config/recipe.h"
 
 namespace affinage {
 
 struct PreferenceLossConfig {
-  std::string type = "sigmoid";  // sigmoid | hinge | ipo | simpo | orpo
+  DpoLoss type = DpoLoss::Sigmoid;
   double beta = 0.1;
   double label_smoothing = 0.0;  // sigmoid and simpo
   double simpo_gamma = 0.5;      // SimPO's target margin γ
@@ -33,6 +34,6 @@ struct PreferenceLoss {
 };
 
 PreferenceLoss preference_loss(const PreferenceInputs& in, const PreferenceLossConfig& cfg);
-bool preference_loss_needs_reference(const std::string& type);
+bool preference_loss_needs_reference(DpoLoss type);
 
 }  // namespace affinage

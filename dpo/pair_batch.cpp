@@ -1,7 +1,7 @@
 // Pair batches, response log-probs and the reference policy (contract in dpo/pair_batch.h).
 #include "dpo/pair_batch.h"
 #include <algorithm>
-#include "core/error.h"
+#include "base/error.h"
 #include "datasets/row_batch.h"
 
 namespace affinage {
@@ -10,7 +10,8 @@ PairBatch make_pair_batch(const std::vector<PreferencePair>& pairs, const std::v
   if (idx.empty()) fail("make_pair_batch: empty batch");
   std::vector<const std::vector<int>*> prompts, conts;
   for (int side = 0; side < 2; ++side)  // chosen rows first, then rejected
-    for (int64_t i : idx) prompts.push_back(&pairs[i].prompt), conts.push_back(side == 0 ? &pairs[i].chosen : &pairs[i].rejected);
+    for (int64_t i : idx)
+      prompts.push_back(&pairs[i].prompt), conts.push_back(side == 0 ? &pairs[i].chosen : &pairs[i].rejected);
   auto [rb, real] = continuation_batch(prompts, conts, dev);
   PairBatch b;
   b.input_ids = rb.input_ids, b.targets = rb.targets, b.position_ids = rb.position_ids, b.doc_ids = rb.doc_ids;
@@ -26,9 +27,8 @@ PairLogps pair_logps(CausalLMImpl& m, const PairBatch& b) {
   return {sums.narrow(0, 0, P), sums.narrow(0, P, P), len.narrow(0, 0, P), len.narrow(0, P, P)};
 }
 
-ReferencePolicy::ReferencePolicy(CausalLMImpl& m, const std::vector<NamedParam>& trainable, const std::string& mode)
-    : m_(&m), disable_adapters_(mode == "base") {
-  if (mode != "initial" && mode != "base") fail("dpo.reference: unknown mode '", mode, "'; use \"initial\" or \"base\"");
+ReferencePolicy::ReferencePolicy(CausalLMImpl& m, const std::vector<NamedParam>& trainable, Reference mode)
+    : m_(&m), disable_adapters_(mode == Reference::Base) {
   for (auto& p : trainable) {
     params_.push_back(p.param);
     initial_.push_back(p.param.detach().clone());

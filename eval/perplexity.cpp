@@ -1,13 +1,17 @@
 // Loss and perplexity on a JSONL file (see eval/perplexity.h).
 #include "eval/perplexity.h"
 #include <cmath>
-#include "core/chat.h"
 #include "datasets/row_batch.h"
+#include "text/chat.h"
 
 namespace affinage {
 
 nlohmann::json LossEval::to_json() const {
-  return {{"loss", loss}, {"perplexity", perplexity}, {"tokens", tokens}, {"documents", documents}, {"truncated", truncated}};
+  return {{"loss", loss},
+          {"perplexity", perplexity},
+          {"tokens", tokens},
+          {"documents", documents},
+          {"truncated", truncated}};
 }
 
 LossEval evaluate_loss(CausalLMImpl& m, const Tokenizer& tok, const std::string& file, int64_t seq_len, int64_t batch,
@@ -21,7 +25,7 @@ LossEval evaluate_loss(CausalLMImpl& m, const Tokenizer& tok, const std::string&
   DataStats st;
   LossEval r;
   r.documents = samples.size();
-  truncate_samples(samples, seq_len, "right", st);
+  truncate_samples(samples, seq_len, Truncation::Right, st);
   r.truncated = st.truncated;
   auto rows = make_rows(samples, seq_len, /*packing=*/true, st);
   auto dev = m.head_weight().device();

@@ -1,19 +1,19 @@
 // Loss and perplexity of a model on a JSONL file: for {"text"} documents the mean next-token NLL over every
 // predicted token of [BOS] + text + [EOS]; for chat and prompt/completion rows, over the trained tokens only.
 #pragma once
-#include <string>
 #include <nlohmann/json.hpp>
-#include "core/model.h"
-#include "core/tokenizer.h"
+#include <string>
+#include "model/model.h"
+#include "text/tokenizer.h"
 
 namespace affinage {
 
 struct LossEval {
-  double loss = 0;         // total NLL / tokens
-  double perplexity = 0;   // exp(loss)
-  int64_t tokens = 0;      // predicted (scored) tokens
+  double loss = 0;        // total NLL / tokens
+  double perplexity = 0;  // exp(loss)
+  int64_t tokens = 0;     // predicted (scored) tokens
   int64_t documents = 0;
-  int64_t truncated = 0;   // documents longer than the context, cut at seq_len
+  int64_t truncated = 0;  // documents longer than the context, cut at seq_len
   nlohmann::json to_json() const;
 };
 

@@ -1,29 +1,19 @@
 // Generation, multiple-choice and preference task metrics (contract in eval/tasks.h).
 #include "eval/tasks.h"
 #include <algorithm>
-#include <fstream>
 #include <iostream>
 #include <regex>
-#include "core/chat.h"
-#include "core/error.h"
+#include "base/error.h"
+#include "base/strings.h"
 #include "datasets/jsonl.h"
 #include "datasets/preference_data.h"
 #include "datasets/row_batch.h"
 #include "datasets/word_stories.h"
 #include "eval/perplexity.h"
+#include "text/chat.h"
 
 namespace affinage {
 namespace {
-
-std::string trim(const std::string& s) {
-  size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
-  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
-}
-
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 std::vector<int> prompt_ids(const nlohmann::json& p, const Tokenizer& tok, const std::string& where) {
   if (p.is_string()) {
@@ -39,7 +29,10 @@ std::vector<int> prompt_ids(const nlohmann::json& p, const Tokenizer& tok, const
 }
 
 nlohmann::json generation_task(CausalLMImpl& m, const Tokenizer& tok, const std::string& file, const TaskOptions& o) {
-  struct Item { std::vector<int> prompt; std::vector<std::string> refs; };
+  struct Item {
+    std::vector<int> prompt;
+    std::vector<std::string> refs;
+  };
   std::vector<Item> items;
   read_jsonl(file, "the task file", [&](const nlohmann::json& row, int64_t line) {
     const std::string where = file + ":" + std::to_string(line);
@@ -65,7 +58,8 @@ nlohmann::json generation_task(CausalLMImpl& m, const Tokenizer& tok, const std:
     std::vector<std::vector<int>> prompts;
     for (size_t i = s; i < std::min(flat.size(), s + o.batch); ++i) prompts.push_back(flat[i]->prompt);
     SamplingOptions so;
-    so.max_new_tokens = o.max_new_tokens, so.temperature = o.temperature, so.seed = o.seed + s, so.eos_id = tok.eos_id();
+    so.max_new_tokens = o.max_new_tokens, so.temperature = o.temperature, so.seed = o.seed + s,
+    so.eos_id = tok.eos_id();
     auto gen = generate(m, prompts, so);
     for (size_t i = 0; i < gen.size(); ++i) {
       const Item& it = *flat[s + i];
@@ -82,21 +76,25 @@ nlohmann::json generation_task(CausalLMImpl& m, const Tokenizer& tok, const std:
     }
   }
   const double n = flat.size();
-  nlohmann::json r = {{"task", "generation"}, {"rows", items.size()}, {"samples", flat.size()}, {"exact_match", exact / n},
-                      {"contains", contains / n}, {"word_match", word / n}, {"examples", examples}};
+  nlohmann::json r = {{"task", "generation"},     {"rows", items.size()},     {"samples", flat.size()},
+                      {"exact_match", exact / n}, {"contains", contains / n}, {"word_match", word / n},
+                      {"examples", examples}};
   if (!o.extract.empty()) r["extracted_match"] = extracted / n;
   return r;
 }
 
 // Scores prompt/continuation pairs in batches: summed log-probs and token counts.
-std::pair<std::vector<double>, std::vector<double>> score(CausalLMImpl& m, const std::vector<const std::vector<int>*>& prompts,
-                                                          const std::vector<const std::vector<int>*>& conts, int64_t batch) {
+std::pair<std::vector<double>, std::vector<double>> score(CausalLMImpl& m,
+                                                          const std::vector<const std::vector<int>*>& prompts,
+                                                          const std::vector<const std::vector<int>*>& conts,
+                                                          int64_t batch) {
   at::NoGradGuard ng;
   std::vector<double> sums, lens;
   const auto dev = m.head_weight().device();
   for (size_t s = 0; s < prompts.size(); s += batch) {
     size_t e = std::min(prompts.size(), s + batch);
-    std::vector<const std::vector<int>*> p(prompts.begin() + s, prompts.begin() + e), c(conts.begin() + s, conts.begin() + e);
+    std::vector<const std::vector<int>*> p(prompts.begin() + s, prompts.begin() + e),
+        c(conts.begin() + s, conts.begin() + e);
     auto [sum, cnt] = continuation_logprobs(m, continuation_batch(p, c, dev).first);
     auto sc = sum.to(at::kCPU, at::kDouble), cc = cnt.to(at::kCPU, at::kDouble);
     for (int64_t i = 0; i < sc.size(0); ++i) sums.push_back(sc[i].item<double>()), lens.push_back(cc[i].item<double>());
@@ -105,13 +103,19 @@ std::pair<std::vector<double>, std::vector<double>> score(CausalLMImpl& m, const
 }
 
 nlohmann::json choice_task(CausalLMImpl& m, const Tokenizer& tok, const std::string& file, const TaskOptions& o) {
-  struct Item { std::vector<int> prompt; std::vector<std::vector<int>> conts; std::vector<double> bytes; int64_t answer; };
+  struct Item {
+    std::vector<int> prompt;
+    std::vector<std::vector<int>> conts;
+    std::vector<double> bytes;
+    int64_t answer;
+  };
   std::vector<Item> items;
   read_jsonl(file, "the task file", [&](const nlohmann::json& row, int64_t line) {
     const std::string where = file + ":" + std::to_string(line);
     const std::string& prompt = get_string(row, "prompt", "prompt", where, true);
     auto ch = row.find("choices");
-    if (ch == row.end() || !ch->is_array() || ch->size() < 2) fail(where, ": field 'choices': give an array of at least two strings");
+    if (ch == row.end() || !ch->is_array() || ch->size() < 2)
+      fail(where, ": field 'choices': give an array of at least two strings");
     Item it;
     std::vector<int> body = prompt.empty() ? std::vector<int>{} : tok.encode(prompt);
     it.prompt = {tok.bos_id()};
@@ -131,7 +135,8 @@ nlohmann::json choice_task(CausalLMImpl& m, const Tokenizer& tok, const std::str
     if (a->is_number_integer()) it.answer = a->get<int64_t>();
     else if (a->is_string()) it.answer = std::find(texts.begin(), texts.end(), a->get<std::string>()) - texts.begin();
     else fail(where, ": field 'answer': must be an index or one of the choices");
-    if (it.answer < 0 || it.answer >= (int64_t)texts.size()) fail(where, ": field 'answer': ", a->dump(), " is not one of the ", texts.size(), " choices");
+    if (it.answer < 0 || it.answer >= (int64_t)texts.size())
+      fail(where, ": field 'answer': ", a->dump(), " is not one of the ", texts.size(), " choices");
     items.push_back(std::move(it));
   });
   std::vector<const std::vector<int>*> p, c;
@@ -149,13 +154,15 @@ nlohmann::json choice_task(CausalLMImpl& m, const Tokenizer& tok, const std::str
     acc += best == (size_t)it.answer, acc_norm += best_norm == (size_t)it.answer;
     k += it.conts.size();
   }
-  return {{"task", "choice"}, {"rows", items.size()}, {"acc", acc / items.size()}, {"acc_norm", acc_norm / items.size()}};
+  return {
+      {"task", "choice"}, {"rows", items.size()}, {"acc", acc / items.size()}, {"acc_norm", acc_norm / items.size()}};
 }
 
 nlohmann::json preference_task(CausalLMImpl& m, const Tokenizer& tok, const std::string& file, const TaskOptions& o) {
   auto pairs = load_preference_file({file, "auto", 1.0}, tok, detect_chat_format(tok), {});
   std::vector<const std::vector<int>*> p, c;
-  for (auto& x : pairs) p.push_back(&x.prompt), c.push_back(&x.chosen), p.push_back(&x.prompt), c.push_back(&x.rejected);
+  for (auto& x : pairs)
+    p.push_back(&x.prompt), c.push_back(&x.chosen), p.push_back(&x.prompt), c.push_back(&x.rejected);
   auto [sums, lens] = score(m, p, c, 2 * o.batch);
   double acc = 0, acc_tok = 0, margin = 0;
   for (size_t i = 0; i < pairs.size(); ++i) {
@@ -163,7 +170,10 @@ nlohmann::json preference_task(CausalLMImpl& m, const Tokenizer& tok, const std:
     acc += sc > sr, acc_tok += sc / lens[2 * i] > sr / lens[2 * i + 1], margin += sc - sr;
   }
   const double n = pairs.size();
-  return {{"task", "preference"}, {"rows", pairs.size()}, {"accuracy", acc / n}, {"accuracy_per_token", acc_tok / n},
+  return {{"task", "preference"},
+          {"rows", pairs.size()},
+          {"accuracy", acc / n},
+          {"accuracy_per_token", acc_tok / n},
           {"logp_margin", margin / n}};
 }
 
@@ -189,19 +199,11 @@ std::string extract_answer(const std::string& output, const std::string& pattern
 }
 
 std::string detect_task_type(const std::string& file) {
-  std::ifstream in(file);
-  if (!in) fail(file, ": cannot open the task file");
-  std::string text;
-  for (int64_t line = 1; std::getline(in, text); ++line) {
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto row = nlohmann::json::parse(text, nullptr, false);
-    if (row.is_discarded() || !row.is_object()) fail(file, ":", line, ": not a JSON object");
-    if (row.contains("choices")) return "choice";
-    if (row.contains("chosen") || row.contains("rejected")) return "preference";
-    if (row.contains("reference") || row.contains("references")) return "generation";
-    return "loss";
-  }
-  fail(file, ": no rows");
+  const nlohmann::json row = first_jsonl_row(file, "the task file").first;
+  if (row.contains("choices")) return "choice";
+  if (row.contains("chosen") || row.contains("rejected")) return "preference";
+  if (row.contains("reference") || row.contains("references")) return "generation";
+  return "loss";
 }
 
 nlohmann::json evaluate_task(CausalLMImpl& m, const Tokenizer& tok, const std::string& file, const TaskOptions& o) {

@@ -10,24 +10,24 @@
 //  loss         anything else: eval/perplexity.h
 #pragma once
 #include <map>
-#include <string>
 #include <nlohmann/json.hpp>
-#include "core/generate.h"
-#include "core/model.h"
-#include "core/recipe.h"
-#include "core/tokenizer.h"
+#include <string>
+#include "config/recipe.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "text/tokenizer.h"
 
 namespace affinage {
 
 struct TaskOptions {
-  std::string type = "auto";   // auto | generation | choice | preference | loss
+  std::string type = "auto";  // auto | generation | choice | preference | loss
   int64_t batch = 8;
   int64_t max_new_tokens = 64;
-  int64_t samples = 1;         // continuations per generation prompt (sampled when temperature > 0)
+  int64_t samples = 1;  // continuations per generation prompt (sampled when temperature > 0)
   double temperature = 0.0;
   uint64_t seed = 0;
-  std::string extract;         // regex: the answer is its first capture group (or the whole match)
-  int64_t seq_len = 0;         // loss tasks: context (0 = model maximum)
+  std::string extract;  // regex: the answer is its first capture group (or the whole match)
+  int64_t seq_len = 0;  // loss tasks: context (0 = model maximum)
 };
 
 // The task type of a file from its first row (file:line error when it fits none).
@@ -41,8 +41,8 @@ nlohmann::json run_eval_tasks(const std::vector<EvalTask>& tasks, CausalLMImpl& 
                               const std::string& label);
 
 // Generation scoring rules, exposed for tests.
-bool answer_exact(const std::string& output, const std::string& reference);    // equal after trimming
-bool answer_contains(const std::string& output, const std::string& reference); // case-insensitive substring
-std::string extract_answer(const std::string& output, const std::string& regex); // "" when no match
+bool answer_exact(const std::string& output, const std::string& reference);       // equal after trimming
+bool answer_contains(const std::string& output, const std::string& reference);    // case-insensitive substring
+std::string extract_answer(const std::string& output, const std::string& regex);  // "" when no match
 
 }  // namespace affinage

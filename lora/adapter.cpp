@@ -1,14 +1,16 @@
 // LoRA injection and adapter files: PEFT folders both ways, mistral-finetune's lora.safetensors
-// (see lora/adapter.h and formats.md "PEFT LoRA adapter directory").
+// (see lora/adapter.h; the folder layout is PEFT's save_pretrained output).
 #include "lora/adapter.h"
+#include <unistd.h>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <regex>
 #include <set>
-#include <unistd.h>
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/safetensors.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "io/model_folder.h"
+#include "io/safetensors.h"
 
 namespace fs = std::filesystem;
 
@@ -17,7 +19,8 @@ namespace affinage {
 static const std::string kPeftPrefix = "base_model.model.";
 
 const std::vector<std::string>& lora_target_names() {
-  static const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  static const std::vector<std::string> names = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
   return names;
 }
 
@@ -25,7 +28,8 @@ std::vector<std::string> expand_lora_targets(const std::vector<std::string>& tar
   if (targets.size() == 1 && targets[0] == "all-linear") return lora_target_names();
   for (auto& t : targets)
     if (std::find(lora_target_names().begin(), lora_target_names().end(), t) == lora_target_names().end())
-      fail("LoRA target '", t, "' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (or all-linear)");
+      fail("LoRA target '", t,
+           "' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (or all-linear)");
   return targets;
 }
 
@@ -44,23 +48,29 @@ static std::vector<std::string> keys_of(const std::map<std::string, V>& m) {
   return k;
 }
 
-std::vector<std::string> inject_lora(CausalLMImpl& model, const LoraConfig& cfg, uint64_t seed, torch::ScalarType dtype) {
+int64_t module_rank(const LoraSettings& s, const std::string& module) {
+  auto keys = keys_of(s.rank_pattern);  // match_pattern points into it
+  auto* k = match_pattern(keys, module);
+  return k ? s.rank_pattern.at(*k) : s.r;
+}
+
+double module_scale(const LoraSettings& s, const std::string& module, int64_t r) {
+  auto keys = keys_of(s.alpha_pattern);
+  auto* k = match_pattern(keys, module);
+  const double alpha = k ? s.alpha_pattern.at(*k) : s.alpha;
+  return s.rslora ? alpha / std::sqrt(double(r)) : alpha / double(r);
+}
+
+std::vector<std::string> inject_lora(CausalLMImpl& model, const LoraSettings& cfg, uint64_t seed,
+                                     torch::ScalarType dtype) {
   auto targets = expand_lora_targets(cfg.targets);
   std::set<std::string> want(targets.begin(), targets.end());
-  auto rank_keys = keys_of(cfg.rank_pattern);
-  auto alpha_keys = keys_of(cfg.alpha_pattern);
   torch::manual_seed(seed);  // the Kaiming draws of lora_A
   std::vector<std::string> done;
   for (auto& [name, lin] : model.linears()) {
     if (name == "lm_head" || !want.count(short_name(name))) continue;
-    LoraSpec s;
-    s.r = cfg.r;
-    s.alpha = cfg.alpha;
-    if (auto* k = match_pattern(rank_keys, name)) s.r = cfg.rank_pattern.at(*k);
-    if (auto* k = match_pattern(alpha_keys, name)) s.alpha = cfg.alpha_pattern.at(*k);
-    s.dropout = cfg.dropout;
-    s.rslora = cfg.rslora;
-    lin->attach_lora(s, dtype);
+    const int64_t r = module_rank(cfg, name);
+    lin->attach_lora(r, module_scale(cfg, name, r), cfg.dropout, dtype);
     done.push_back(name);
   }
   if (done.empty()) fail("LoRA: no module of the model matches the targets");
@@ -69,8 +79,8 @@ std::vector<std::string> inject_lora(CausalLMImpl& model, const LoraConfig& cfg,
 
 nlohmann::json AdapterInfo::to_peft_config() const {
   nlohmann::json rp = nlohmann::json::object(), ap = nlohmann::json::object();
-  for (auto& [k, v] : rank_pattern) rp[k] = v;
-  for (auto& [k, v] : alpha_pattern) ap[k] = v;
+  for (auto& [k, v] : lora.rank_pattern) rp[k] = v;
+  for (auto& [k, v] : lora.alpha_pattern) ap[k] = v;
   nlohmann::json mts = nullptr;
   if (!modules_to_save.empty()) {
     mts = nlohmann::json::array();
@@ -79,11 +89,24 @@ nlohmann::json AdapterInfo::to_peft_config() const {
       mts.push_back(mod);
     }
   }
-  return {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"base_model_name_or_path", base_model},
-          {"r", r}, {"lora_alpha", alpha}, {"lora_dropout", dropout}, {"target_modules", target_modules},
-          {"bias", "none"}, {"use_rslora", rslora}, {"use_dora", false}, {"init_lora_weights", true},
-          {"fan_in_fan_out", false}, {"modules_to_save", mts}, {"rank_pattern", rp}, {"alpha_pattern", ap},
-          {"inference_mode", true}, {"revision", nullptr}, {"layers_to_transform", nullptr},
+  return {{"peft_type", "LORA"},
+          {"task_type", "CAUSAL_LM"},
+          {"base_model_name_or_path", base_model},
+          {"r", lora.r},
+          {"lora_alpha", lora.alpha},
+          {"lora_dropout", lora.dropout},
+          {"target_modules", lora.targets},
+          {"bias", "none"},
+          {"use_rslora", lora.rslora},
+          {"use_dora", false},
+          {"init_lora_weights", true},
+          {"fan_in_fan_out", false},
+          {"modules_to_save", mts},
+          {"rank_pattern", rp},
+          {"alpha_pattern", ap},
+          {"inference_mode", true},
+          {"revision", nullptr},
+          {"layers_to_transform", nullptr},
           {"layers_pattern", nullptr}};
 }
 
@@ -96,27 +119,15 @@ void save_peft_adapter(CausalLMImpl& model, const AdapterInfo& info, const std::
     tensors.emplace_back(kPeftPrefix + name + ".lora_B.weight", lin->lora_B->weight.detach().to(torch::kFloat32));
   }
   for (auto& [name, t] : extra) tensors.emplace_back(kPeftPrefix + name, t.detach().to(torch::kFloat32));
-  fs::path final_dir(dir);
-  fs::path tmp = final_dir.parent_path() / ("." + final_dir.filename().string() + ".tmp." + std::to_string(getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  try {
-    write_safetensors((tmp / "adapter_model.safetensors").string(), tensors);
-    write_file_atomic((tmp / "adapter_config.json").string(), info.to_peft_config().dump(2) + "\n");
-    fs::path old = final_dir.parent_path() / ("." + final_dir.filename().string() + ".old." + std::to_string(getpid()));
-    if (fs::exists(final_dir)) fs::rename(final_dir, old);
-    fs::rename(tmp, final_dir);
-    fs::remove_all(old);
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  StagingDir out(dir, Existing::Replace);  // a checkpoint's or a run's adapter folder is ours to replace
+  write_safetensors(out.file("adapter_model.safetensors"), tensors);
+  write_file_atomic(out.file("adapter_config.json"), info.to_peft_config().dump(2) + "\n");
+  out.commit();
 }
 
-// Module name → Linear, for attaching loaded weights.
-static std::map<std::string, Linear> linear_map(CausalLMImpl& model) {
-  std::map<std::string, Linear> m;
+// Module name → LoraLinear, for attaching loaded weights.
+static std::map<std::string, LoraLinear> linear_map(CausalLMImpl& model) {
+  std::map<std::string, LoraLinear> m;
   for (auto& [name, lin] : model.linears()) m.emplace(name, lin);
   return m;
 }
@@ -133,24 +144,14 @@ static void attach_loaded(CausalLMImpl& model, const std::map<std::string, std::
     if (!A.defined() || !B.defined()) fail(where, ": module '", module, "' has only one of lora_A / lora_B");
     auto& lin = it->second;
     int64_t r = A.size(0);
-    if (A.dim() != 2 || B.dim() != 2 || A.size(1) != lin->in_features || B.size(0) != lin->out_features || B.size(1) != r)
+    if (A.dim() != 2 || B.dim() != 2 || A.size(1) != lin->in_features || B.size(0) != lin->out_features ||
+        B.size(1) != r)
       fail(where, ": LoRA shapes of '", module, "' do not fit the base layer [", lin->out_features, ", ",
            lin->in_features, "] (is this adapter for another base model?)");
-    lin->attach_lora(peft_module_spec(info, module, r), torch::kFloat32);
+    lin->attach_lora(r, module_scale(info.lora, module, r), info.lora.dropout, torch::kFloat32);
     lin->lora_A->weight.copy_(A);
     lin->lora_B->weight.copy_(B);
   }
-}
-
-LoraSpec peft_module_spec(const AdapterInfo& info, const std::string& module, int64_t r) {
-  LoraSpec s;
-  s.r = r;
-  s.alpha = info.alpha;
-  auto alpha_keys = keys_of(info.alpha_pattern);  // match_pattern points into it
-  if (auto* k = match_pattern(alpha_keys, module)) s.alpha = info.alpha_pattern.at(*k);
-  s.dropout = info.dropout;
-  s.rslora = info.rslora;
-  return s;
 }
 
 AdapterInfo read_peft_config(const std::string& dir) {
@@ -174,31 +175,55 @@ AdapterInfo read_peft_config(const std::string& dir) {
   if (get("peft_type", std::string("LORA")) != "LORA")
     fail(where, ": peft_type '", j["peft_type"].get<std::string>(), "' is not supported (only LORA)");
   if (get("use_dora", false)) fail(where, ": use_dora is true; DoRA adapters are not supported");
-  if (get("bias", std::string("none")) != "none") fail(where, ": bias '", j["bias"].dump(), "' is not supported (only \"none\")");
-  if (get("fan_in_fan_out", false)) fail(where, ": fan_in_fan_out is true (GPT-2 Conv1D layout); not supported for Llama/Mistral");
-  static const std::set<std::string> known = {
-      "peft_type", "task_type", "base_model_name_or_path", "r", "lora_alpha", "lora_dropout", "target_modules",
-      "bias", "use_rslora", "use_dora", "init_lora_weights", "fan_in_fan_out", "modules_to_save", "rank_pattern",
-      "alpha_pattern", "inference_mode", "revision", "layers_to_transform", "layers_pattern", "auto_mapping"};
+  if (get("bias", std::string("none")) != "none")
+    fail(where, ": bias '", j["bias"].dump(), "' is not supported (only \"none\")");
+  if (get("fan_in_fan_out", false))
+    fail(where, ": fan_in_fan_out is true (GPT-2 Conv1D layout); not supported for Llama/Mistral");
+  static const std::set<std::string> known = {"peft_type",
+                                              "task_type",
+                                              "base_model_name_or_path",
+                                              "r",
+                                              "lora_alpha",
+                                              "lora_dropout",
+                                              "target_modules",
+                                              "bias",
+                                              "use_rslora",
+                                              "use_dora",
+                                              "init_lora_weights",
+                                              "fan_in_fan_out",
+                                              "modules_to_save",
+                                              "rank_pattern",
+                                              "alpha_pattern",
+                                              "inference_mode",
+                                              "revision",
+                                              "layers_to_transform",
+                                              "layers_pattern",
+                                              "auto_mapping"};
   for (auto& [k, v] : j.items())
     if (!known.count(k)) std::cerr << "note: " << where << ": ignoring key '" << k << "'\n";
   AdapterInfo info;
-  info.r = get("r", int64_t(8));
-  info.alpha = get("lora_alpha", double(8));
-  info.dropout = get("lora_dropout", 0.0);
-  info.rslora = get("use_rslora", false);
+  LoraSettings& l = info.lora;
+  l.r = get("r", int64_t(8));
+  l.alpha = get("lora_alpha", double(8));
+  l.dropout = get("lora_dropout", 0.0);
+  l.rslora = get("use_rslora", false);
   info.base_model = get("base_model_name_or_path", std::string());
-  if (j.contains("target_modules") && j["target_modules"].is_array()) info.target_modules = j["target_modules"].get<std::vector<std::string>>();
-  else if (j.contains("target_modules") && j["target_modules"].is_string()) info.target_modules = {j["target_modules"].get<std::string>()};
-  info.rank_pattern = get("rank_pattern", std::map<std::string, int64_t>());
-  info.alpha_pattern = get("alpha_pattern", std::map<std::string, double>());
+  l.targets.clear();
+  if (j.contains("target_modules") && j["target_modules"].is_array())
+    l.targets = j["target_modules"].get<std::vector<std::string>>();
+  else if (j.contains("target_modules") && j["target_modules"].is_string())
+    l.targets = {j["target_modules"].get<std::string>()};
+  l.rank_pattern = get("rank_pattern", std::map<std::string, int64_t>());
+  l.alpha_pattern = get("alpha_pattern", std::map<std::string, double>());
   return info;
 }
 
 AdapterInfo load_peft_adapter(CausalLMImpl& model, const std::string& dir) {
   AdapterInfo info = read_peft_config(dir);
   std::string wpath = dir + "/adapter_model.safetensors";
-  if (!fs::exists(wpath)) fail(dir, ": no adapter_model.safetensors (adapter_model.bin pickles are not read; re-save with safe_serialization)");
+  if (!fs::exists(wpath))
+    fail(dir,
+         ": no adapter_model.safetensors (adapter_model.bin pickles are not read; re-save with safe_serialization)");
   SafetensorsFile f(wpath);
   std::map<std::string, std::pair<at::Tensor, at::Tensor>> ab;
   auto params = model.named_parameters();
@@ -237,7 +262,8 @@ AdapterInfo load_mistral_lora(CausalLMImpl& model, const std::string& path) {
   std::set<std::string> shorts;
   for (auto& t : f.tensors()) {
     auto pos = t.name.find(".lora_");
-    if (pos == std::string::npos) fail(path, ": tensor '", t.name, "' is not a LoRA weight (expected '<module>.lora_A.weight')");
+    if (pos == std::string::npos)
+      fail(path, ": tensor '", t.name, "' is not a LoRA weight (expected '<module>.lora_A.weight')");
     std::string hf = mistral_to_hf_name(t.name.substr(0, pos) + ".weight");
     std::string module = hf.substr(0, hf.size() - 7);
     bool isA = t.name.compare(pos, 8, ".lora_A.") == 0;
@@ -252,11 +278,12 @@ AdapterInfo load_mistral_lora(CausalLMImpl& model, const std::string& path) {
   }
   if (ab.empty()) fail(path, ": no LoRA tensors found");
   AdapterInfo info;
-  info.r = ab.begin()->second.first.defined() ? ab.begin()->second.first.size(0) : 0;
-  info.alpha = 2.0 * double(info.r);  // mistral-finetune's fixed scale 2.0
-  info.target_modules.assign(shorts.begin(), shorts.end());
+  info.lora.r = ab.begin()->second.first.defined() ? ab.begin()->second.first.size(0) : 0;
+  info.lora.alpha = 2.0 * double(info.lora.r);  // mistral-finetune's fixed scale 2.0
+  info.lora.targets.assign(shorts.begin(), shorts.end());
   for (auto& [m, p] : ab)
-    if (p.first.defined() && p.first.size(0) != info.r) fail(path, ": LoRA ranks differ between modules; not a mistral-finetune file");
+    if (p.first.defined() && p.first.size(0) != info.lora.r)
+      fail(path, ": LoRA ranks differ between modules; not a mistral-finetune file");
   attach_loaded(model, ab, info, path);
   return info;
 }
@@ -265,9 +292,11 @@ AdapterInfo load_adapter(CausalLMImpl& model, const std::string& path) {
   if (fs::is_directory(path)) {
     if (fs::exists(fs::path(path) / "adapter_config.json")) return load_peft_adapter(model, path);
     if (fs::exists(fs::path(path) / "lora.safetensors")) return load_mistral_lora(model, path + "/lora.safetensors");
-    fail(path, ": neither a PEFT adapter folder (adapter_config.json) nor a mistral-finetune folder (lora.safetensors)");
+    fail(path,
+         ": neither a PEFT adapter folder (adapter_config.json) nor a mistral-finetune folder (lora.safetensors)");
   }
-  if (fs::exists(path) && path.size() > 12 && path.substr(path.size() - 12) == ".safetensors") return load_mistral_lora(model, path);
+  if (fs::exists(path) && path.size() > 12 && path.substr(path.size() - 12) == ".safetensors")
+    return load_mistral_lora(model, path);
   fail(path, ": no such adapter (give a PEFT folder or a mistral-finetune lora.safetensors)");
 }
 

@@ -3,11 +3,11 @@
 // lora.safetensors (fixed scale 2.0, Mistral names, interleaved-RoPE rows in q/k lora_B).
 #pragma once
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-#include <nlohmann/json.hpp>
-#include "core/model.h"
-#include "core/recipe.h"
+#include "config/recipe.h"
+#include "model/model.h"
 
 namespace affinage {
 
@@ -19,22 +19,23 @@ std::vector<std::string> expand_lora_targets(const std::vector<std::string>& tar
 // "(.*\.)?(k)$"; the first matching key in the map's order wins. Returns nullptr when none applies.
 const std::string* match_pattern(const std::vector<std::string>& keys, const std::string& module_name);
 
-// Attaches fresh adapters (PEFT init) to every targeted Linear of `model` per the recipe's lora section.
-// Returns the module names that got an adapter. Adapter weights in `dtype` (fp32 by default).
-std::vector<std::string> inject_lora(CausalLMImpl& model, const LoraConfig& cfg, uint64_t seed,
+// PEFT's per-module rules: the rank of `module` (rank_pattern, else r) and the scale of its B·A given the rank
+// it has (alpha from alpha_pattern, else alpha; over r, or over sqrt(r) with rsLoRA). Shared by injection,
+// loading and merging, so a module is scaled the same everywhere.
+int64_t module_rank(const LoraSettings& s, const std::string& module);
+double module_scale(const LoraSettings& s, const std::string& module, int64_t r);
+
+// Attaches fresh adapters (PEFT init) to every targeted LoraLinear of `model` per `lora` (targets may say
+// "all-linear"). Returns the module names that got an adapter. Adapter weights in `dtype` (fp32 by default).
+std::vector<std::string> inject_lora(CausalLMImpl& model, const LoraSettings& lora, uint64_t seed,
                                      torch::ScalarType dtype = torch::kFloat32);
 
-// Everything PEFT needs to rebuild the adapter, recovered from or written to adapter_config.json.
+// An adapter folder's description: its LoRA settings (targets as short names, e.g. ["q_proj","v_proj"]) and
+// what PEFT's adapter_config.json adds around them.
 struct AdapterInfo {
-  int64_t r = 8;
-  double alpha = 16.0;
-  double dropout = 0.0;
-  bool rslora = false;
-  std::vector<std::string> target_modules;      // short names, e.g. ["q_proj","v_proj"]
-  std::map<std::string, int64_t> rank_pattern;
-  std::map<std::string, double> alpha_pattern;
-  std::string base_model;                       // base_model_name_or_path
-  std::vector<std::string> modules_to_save;     // fully trained modules saved beside the adapter
+  LoraSettings lora;
+  std::string base_model;                    // base_model_name_or_path
+  std::vector<std::string> modules_to_save;  // fully trained modules saved beside the adapter
   nlohmann::json to_peft_config() const;
 };
 
@@ -47,11 +48,6 @@ void save_peft_adapter(CausalLMImpl& model, const AdapterInfo& info, const std::
 // Reads adapter_config.json of a PEFT folder with the checks load_peft_adapter makes (LORA only, no DoRA,
 // bias "none", no fan_in_fan_out; unknown keys noted on stderr). Errors name the file and key.
 AdapterInfo read_peft_config(const std::string& dir);
-
-// The LoRA parameters PEFT gives `module` (e.g. "model.layers.0.self_attn.q_proj") of an adapter whose
-// lora_A there has `r` rows: alpha from alpha_pattern (PEFT's rule) or lora_alpha; spec.scale() is
-// alpha/r, or alpha/sqrt(r) with rsLoRA. Shared by loading (attach) and merging (ΔW = scale · B@A).
-LoraSpec peft_module_spec(const AdapterInfo& info, const std::string& module, int64_t r);
 
 // Loads a PEFT LoRA folder made here or elsewhere onto `model` (adapters attached to the named modules
 // with ranks from the tensor shapes, scale from lora_alpha / alpha_pattern / use_rslora). Unknown config

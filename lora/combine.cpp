@@ -1,7 +1,7 @@
 // Weighted sum, TIES and DARE over full weight deltas (see lora/combine.h).
 #include "lora/combine.h"
 #include <ATen/CPUGeneratorImpl.h>
-#include "core/error.h"
+#include "base/error.h"
 
 namespace affinage {
 
@@ -15,10 +15,14 @@ MergeMethod parse_merge_method(const std::string& s) {
 
 const char* merge_method_name(MergeMethod m) {
   switch (m) {
-    case MergeMethod::Linear: return "linear";
-    case MergeMethod::Ties: return "ties";
-    case MergeMethod::DareLinear: return "dare_linear";
-    case MergeMethod::DareTies: return "dare_ties";
+    case MergeMethod::Linear:
+      return "linear";
+    case MergeMethod::Ties:
+      return "ties";
+    case MergeMethod::DareLinear:
+      return "dare_linear";
+    case MergeMethod::DareTies:
+      return "dare_ties";
   }
   return "?";
 }
@@ -73,10 +77,14 @@ static uint64_t mix_seed(uint64_t seed, const std::string& name, size_t i) {
 
 at::Tensor combine_deltas(const std::vector<at::Tensor>& deltas, const std::vector<double>& weights,
                           const CombineOptions& o, const std::string& name) {
-  if (deltas.size() != weights.size()) fail("combine_deltas: ", deltas.size(), " deltas but ", weights.size(), " weights");
+  if (deltas.size() != weights.size())
+    fail("combine_deltas: ", deltas.size(), " deltas but ", weights.size(), " weights");
   at::Tensor like;
   for (auto& d : deltas)
-    if (d.defined()) { like = d; break; }
+    if (d.defined()) {
+      like = d;
+      break;
+    }
   if (!like.defined()) fail("combine_deltas: no adapter has a delta for '", name, "'");
   std::vector<at::Tensor> ts;
   for (auto& d : deltas) ts.push_back(d.defined() ? d : at::zeros_like(like));

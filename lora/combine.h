@@ -4,10 +4,10 @@
 // vectors; PEFT's plain `ties`/`dare_*` prune lora_A and lora_B separately, which has no meaning once the
 // result is folded into dense weights. See docs/merge_publish.md.
 #pragma once
+#include <ATen/ATen.h>
 #include <cstdint>
 #include <string>
 #include <vector>
-#include <ATen/ATen.h>
 
 namespace affinage {
 

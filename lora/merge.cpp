@@ -1,19 +1,20 @@
 // Merging PEFT adapters into base weights, one tensor at a time (see lora/merge.h).
 #include "lora/merge.h"
+#include <malloc.h>
+#include <unistd.h>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <malloc.h>
 #include <map>
 #include <memory>
-#include <set>
-#include <unistd.h>
 #include <nlohmann/json.hpp>
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/files.h"
-#include "core/runtime.h"
-#include "core/safetensors.h"
+#include <set>
+#include "base/error.h"
+#include "base/files.h"
+#include "base/runtime.h"
+#include "base/strings.h"
+#include "io/model_folder.h"
+#include "io/safetensors.h"
 #include "lora/adapter.h"
 
 namespace fs = std::filesystem;
@@ -24,17 +25,16 @@ namespace {
 
 const std::string kPeftPrefix = "base_model.model.";
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // One PEFT folder, indexed by the base tensor each of its tensors changes. Tensors are read when needed.
 struct Adapter {
   std::string dir, wpath;
   double weight = 1.0;
   AdapterInfo info;
   std::unique_ptr<SafetensorsFile> file;
-  struct Lora { std::string a, b; double scale = 0; };
+  struct Lora {
+    std::string a, b;
+    double scale = 0;
+  };
   std::map<std::string, Lora> lora;         // "<module>.weight" -> its lora_A / lora_B tensor names, scale
   std::map<std::string, std::string> full;  // base tensor name -> stored name (modules_to_save)
 };
@@ -53,32 +53,39 @@ Adapter open_adapter(const AdapterInput& in, const WeightSource& base) {
   ad.info = read_peft_config(in.dir);
   ad.wpath = in.dir + "/adapter_model.safetensors";
   if (!fs::exists(ad.wpath))
-    fail(in.dir, ": no adapter_model.safetensors (adapter_model.bin pickles are not read; re-save with safe_serialization)");
+    fail(in.dir,
+         ": no adapter_model.safetensors (adapter_model.bin pickles are not read; re-save with safe_serialization)");
   ad.file = std::make_unique<SafetensorsFile>(ad.wpath);
   std::map<std::string, std::pair<const TensorInfo*, const TensorInfo*>> ab;  // module -> (A, B)
   for (auto& t : ad.file->tensors()) {
-    if (t.name.rfind(kPeftPrefix, 0) != 0) fail(ad.wpath, ": tensor '", t.name, "' does not start with '", kPeftPrefix, "'");
+    if (t.name.rfind(kPeftPrefix, 0) != 0)
+      fail(ad.wpath, ": tensor '", t.name, "' does not start with '", kPeftPrefix, "'");
     std::string n = t.name.substr(kPeftPrefix.size());
     if (n.find(".lora_embedding_") != std::string::npos || n.find(".lora_magnitude_vector") != std::string::npos)
       fail(ad.wpath, ": tensor '", t.name, "' is an embedding-LoRA or DoRA weight, which merge does not support");
     // adapters saved with an adapter name inside ("...lora_A.default.weight") merge too
     auto pa = n.find(".lora_A."), pb = n.find(".lora_B.");
-    if (pa != std::string::npos) { ab[n.substr(0, pa)].first = &t; continue; }
-    if (pb != std::string::npos) { ab[n.substr(0, pb)].second = &t; continue; }
+    if (pa != std::string::npos) {
+      ab[n.substr(0, pa)].first = &t;
+      continue;
+    }
+    if (pb != std::string::npos) {
+      ab[n.substr(0, pb)].second = &t;
+      continue;
+    }
     if (!base.has(n))
-      fail(ad.wpath, ": tensor '", t.name, "' (modules_to_save) replaces '", n, "', which the base model in '", base.dir(),
-           "' does not have (tied embeddings, or an adapter for another model?)");
-    if (t.shape != base.shape(n)) fail(ad.wpath, ": tensor '", t.name, "' has another shape than '", n, "' of the base model");
+      fail(ad.wpath, ": tensor '", t.name, "' (modules_to_save) replaces '", n, "', which the base model in '",
+           base.dir(), "' does not have (tied embeddings, or an adapter for another model?)");
+    if (t.shape != base.shape(n))
+      fail(ad.wpath, ": tensor '", t.name, "' has another shape than '", n, "' of the base model");
     ad.full[n] = t.name;
   }
-  std::vector<std::string> rank_keys;
-  for (auto& [k, v] : ad.info.rank_pattern) rank_keys.push_back(k);
   for (auto& [module, p] : ab) {
     if (!p.first || !p.second) fail(ad.wpath, ": module '", module, "' has only one of lora_A / lora_B");
     const std::string target = module + ".weight";
     if (!base.has(target))
-      fail(ad.wpath, ": LoRA weights for module '", module, "', but the base model in '", base.dir(), "' has no tensor '",
-           target, "' (is this adapter for another base model?)");
+      fail(ad.wpath, ": LoRA weights for module '", module, "', but the base model in '", base.dir(),
+           "' has no tensor '", target, "' (is this adapter for another base model?)");
     auto w = base.shape(target);
     auto& A = p.first->shape;
     auto& B = p.second->shape;
@@ -86,12 +93,11 @@ Adapter open_adapter(const AdapterInput& in, const WeightSource& base) {
       fail(ad.wpath, ": LoRA shapes of '", module, "' (A [", A.size() == 2 ? A[0] : -1, ", ", A.size() == 2 ? A[1] : -1,
            "]) do not fit the base tensor '", target, "' [", w.size() == 2 ? w[0] : -1, ", ", w.size() == 2 ? w[1] : -1,
            "] (is this adapter for another base model?)");
-    const std::string* rk = match_pattern(rank_keys, module);
-    int64_t want_r = rk ? ad.info.rank_pattern.at(*rk) : ad.info.r;
+    const int64_t want_r = module_rank(ad.info.lora, module);
     if (A[0] != want_r)
       fail(ad.wpath, ": module '", module, "' has rank ", A[0], " but adapter_config.json says ", want_r,
-           rk ? " (rank_pattern '" + *rk + "')" : std::string(" (r)"), "; fix the config so PEFT can load it too");
-    ad.lora[target] = {p.first->name, p.second->name, peft_module_spec(ad.info, module, A[0]).scale()};
+           want_r != ad.info.lora.r ? " (rank_pattern)" : " (r)", "; fix the config so PEFT can load it too");
+    ad.lora[target] = {p.first->name, p.second->name, module_scale(ad.info.lora, module, A[0])};
   }
   if (ad.lora.empty() && ad.full.empty()) fail(ad.wpath, ": no LoRA or modules_to_save tensors");
   return ad;
@@ -104,8 +110,13 @@ bool is_float_dtype(const std::string& st) { return st == "F32" || st == "F16" |
 // half-written file never appears under a final name.
 class StreamingSafetensors {
  public:
-  struct Entry { std::string name; std::vector<int64_t> shape; at::ScalarType dtype; };
-  StreamingSafetensors(const std::string& path, std::vector<Entry> entries) : path_(path), entries_(std::move(entries)) {
+  struct Entry {
+    std::string name;
+    std::vector<int64_t> shape;
+    at::ScalarType dtype;
+  };
+  StreamingSafetensors(const std::string& path, std::vector<Entry> entries)
+      : path_(path), entries_(std::move(entries)) {
     nlohmann::ordered_json h = nlohmann::ordered_json::object();
     h["__metadata__"] = {{"format", "pt"}};
     uint64_t off = 0;
@@ -124,7 +135,9 @@ class StreamingSafetensors {
     write(len, 8);
     write(s.data(), s.size());
   }
-  ~StreamingSafetensors() { if (f_) std::fclose(f_); }
+  ~StreamingSafetensors() {
+    if (f_) std::fclose(f_);
+  }
   void put(const std::string& name, const at::Tensor& t) {
     if (next_ >= entries_.size() || entries_[next_].name != name || t.scalar_type() != entries_[next_].dtype ||
         t.sizes().vec() != entries_[next_].shape)
@@ -150,7 +163,8 @@ class StreamingSafetensors {
   FILE* f_ = nullptr;
 };
 
-void copy_if_present(const fs::path& from_dir, const std::string& name, const StagingDir& out, const std::string& as = "") {
+void copy_if_present(const fs::path& from_dir, const std::string& name, const StagingDir& out,
+                     const std::string& as = "") {
   fs::path p = from_dir / name;
   std::error_code ec;
   if (fs::is_regular_file(p, ec)) copy_file_sha256(p.string(), out.file(as.empty() ? name : as));
@@ -161,12 +175,13 @@ void copy_if_present(const fs::path& from_dir, const std::string& name, const St
 uint64_t parse_byte_size(const std::string& s, const std::string& what) {
   static const std::vector<std::pair<std::string, double>> units = {
       {"kib", 1024.0}, {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0},
-      {"kb", 1e3},     {"mb", 1e6},        {"gb", 1e9},           {"tb", 1e12},  {"b", 1.0}};
-  std::string lower = s, num = s;
-  for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+      {"kb", 1e3},     {"mb", 1e6},        {"gb", 1e9},           {"tb", 1e12},
+      {"b", 1.0}};
+  const std::string low = lower(s);
+  std::string num = s;
   double mult = 1.0;
   for (auto& [u, m] : units)
-    if (ends_with(lower, u)) {
+    if (ends_with(low, u)) {
       num = s.substr(0, s.size() - u.size());
       mult = m;
       break;
@@ -175,8 +190,7 @@ uint64_t parse_byte_size(const std::string& s, const std::string& what) {
   double v = -1;
   try {
     v = std::stod(num, &used);
-  } catch (...) {
-  }
+  } catch (...) {}
   if (num.empty() || used != num.size() || !(v * mult >= 1.0) || !std::isfinite(v))
     fail(what, " '", s, "' is not a size; write e.g. 5GB, 500MB, 2GiB or a byte count");
   return static_cast<uint64_t>(v * mult);
@@ -210,9 +224,12 @@ MergeSummary merge_adapters(const MergeOptions& o) {
   // What gets written, in order: (HF name in the source, name in the output).
   std::vector<std::pair<std::string, std::string>> plan;
   for (auto& name : src.names()) {
-    if (!mistral) { plan.emplace_back(name, name); continue; }
+    if (!mistral) {
+      plan.emplace_back(name, name);
+      continue;
+    }
     if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // a buffer, not a weight
-    if (name == "lm_head.weight" && cfg.tie_word_embeddings) continue;   // "output" is written from the embedding
+    if (name == "lm_head.weight" && cfg.tie_word_embeddings) continue;    // "output" is written from the embedding
     plan.emplace_back(name, hf_to_mistral_name(name));
     if (name == "model.embed_tokens.weight" && cfg.tie_word_embeddings)
       plan.emplace_back(name, "output.weight");  // params.json cannot say "tied": store the head
@@ -274,7 +291,8 @@ MergeSummary merge_adapters(const MergeOptions& o) {
     }
     last = i + 1 < plan.size() && plan[i + 1].first == name ? w : at::Tensor();
     if (mistral) {
-      bool q = name.find(".self_attn.q_proj.") != std::string::npos, k = name.find(".self_attn.k_proj.") != std::string::npos;
+      bool q = name.find(".self_attn.q_proj.") != std::string::npos,
+           k = name.find(".self_attn.k_proj.") != std::string::npos;
       at::Tensor m = w;
       if (q || k) m = permute_rotate_half_to_interleaved(w, q ? cfg.num_attention_heads : cfg.num_key_value_heads);
       cons->put(out_name, m);
@@ -285,7 +303,8 @@ MergeSummary merge_adapters(const MergeOptions& o) {
     ++sum.tensors;
     if (o.progress) o.progress(i + 1, plan.size());
   }
-  if (mistral) cons->finish(); else hf->finish();
+  if (mistral) cons->finish();
+  else hf->finish();
 
   // The files around the weights.
   const fs::path base(o.model_dir);
@@ -298,7 +317,8 @@ MergeSummary merge_adapters(const MergeOptions& o) {
     if (fs::exists(base / "generation_config.json")) {
       copy_if_present(base, "generation_config.json", out);
     } else {
-      nlohmann::json g = {{"_from_model_config", true}, {"bos_token_id", cfg.bos_token_id}, {"eos_token_id", cfg.eos_token_id}};
+      nlohmann::json g = {
+          {"_from_model_config", true}, {"bos_token_id", cfg.bos_token_id}, {"eos_token_id", cfg.eos_token_id}};
       write_file_atomic(out.file("generation_config.json"), g.dump(2) + "\n");
     }
   }
@@ -309,16 +329,22 @@ MergeSummary merge_adapters(const MergeOptions& o) {
   // A Mistral folder's tokenizer.model.vN is what transformers looks for as tokenizer.model.
   if (!mistral && !fs::exists(base / "tokenizer.model"))
     for (auto* v : {"tokenizer.model.v3", "tokenizer.model.v2", "tokenizer.model.v1"})
-      if (fs::exists(base / v)) { copy_if_present(base, v, out, "tokenizer.model"); break; }
+      if (fs::exists(base / v)) {
+        copy_if_present(base, v, out, "tokenizer.model");
+        break;
+      }
 
-  nlohmann::json rec = {{"affinage_version", AFFINAGE_VERSION}, {"base_model", fs::absolute(base).lexically_normal().string()},
-                        {"base_format", src.format()}, {"method", merge_method_name(o.combine.method)},
-                        {"dtype", dtype_short_name(out_dt)}, {"format", o.format}};
+  nlohmann::json rec = {
+      {"affinage_version", AFFINAGE_VERSION}, {"base_model", fs::absolute(base).lexically_normal().string()},
+      {"base_format", src.format()},          {"method", merge_method_name(o.combine.method)},
+      {"dtype", dtype_short_name(out_dt)},    {"format", o.format}};
   if (merge_method_uses_density(o.combine.method)) rec["density"] = o.combine.density;
-  if (o.combine.method == MergeMethod::DareLinear || o.combine.method == MergeMethod::DareTies) rec["seed"] = o.combine.seed;
+  if (o.combine.method == MergeMethod::DareLinear || o.combine.method == MergeMethod::DareTies)
+    rec["seed"] = o.combine.seed;
   rec["adapters"] = nlohmann::json::array();
   for (auto& a : ads)
-    rec["adapters"].push_back({{"path", fs::absolute(a.dir).lexically_normal().string()}, {"weight", a.weight},
+    rec["adapters"].push_back({{"path", fs::absolute(a.dir).lexically_normal().string()},
+                               {"weight", a.weight},
                                {"base_model_name_or_path", a.info.base_model}});
   write_file_atomic(out.file("affinage_merge.json"), rec.dump(2) + "\n");
 

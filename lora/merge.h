@@ -1,12 +1,12 @@
 // Folding PEFT LoRA adapters into a base model's weights, tensor by tensor, into a new model folder
 // (Hugging Face sharded safetensors, or Mistral consolidated). See docs/merge_publish.md.
 #pragma once
+#include <ATen/ATen.h>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
 #include <vector>
-#include <ATen/ATen.h>
 #include "lora/combine.h"
 
 namespace affinage {
@@ -28,10 +28,10 @@ struct MergeOptions {
 };
 
 struct MergeSummary {
-  size_t tensors = 0;        // tensors written
-  size_t lora_modules = 0;   // tensors that received a ΔW
-  size_t replaced = 0;       // tensors replaced by an adapter's modules_to_save weight
-  uint64_t bytes = 0;        // tensor bytes written
+  size_t tensors = 0;       // tensors written
+  size_t lora_modules = 0;  // tensors that received a ΔW
+  size_t replaced = 0;      // tensors replaced by an adapter's modules_to_save weight
+  uint64_t bytes = 0;       // tensor bytes written
   at::ScalarType dtype = at::kFloat;
   std::vector<std::string> files;  // file names in the output folder
 };

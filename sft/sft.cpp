@@ -2,18 +2,20 @@
 #include "sft/sft.h"
 #include <filesystem>
 #include <iostream>
-#include "core/distributed.h"
-#include "core/error.h"
-#include "core/prepare.h"
-#include "core/safetensors.h"
-#include "core/stage_run.h"
+#include "base/distributed.h"
+#include "base/error.h"
+#include "base/files.h"
 #include "datasets/row_batch.h"
+#include "io/safetensors.h"
+#include "train/prepare.h"
+#include "train/stage.h"
 
 namespace fs = std::filesystem;
 
 namespace affinage {
 
-static StepLoss rows_loss(CausalLMImpl& m, const std::vector<Row>& rows, const std::vector<int64_t>& idx, c10::Device dev) {
+static StepLoss rows_loss(CausalLMImpl& m, const std::vector<Row>& rows, const std::vector<int64_t>& idx,
+                          c10::Device dev) {
   auto batch = rows_to_batch(rows, idx, dev);
   auto l = row_batch_nll(m, batch);
   StepLoss s;
@@ -23,16 +25,16 @@ static StepLoss rows_loss(CausalLMImpl& m, const std::vector<Row>& rows, const s
   return s;
 }
 
-SftResult run_sft(const Recipe& r, bool resume) {
+StageResult run_sft(const Recipe& r, bool resume) {
   // 1. model, tokenizer, adapters
   PreparedModel pm = prepare_model(r);
   auto& model = *pm.model;
-  model.set_activation_checkpointing(r.train.activation_checkpointing);
+  model.set_recompute_layers(r.train.activation_checkpointing);
 
   // 2. data: every row validated before the first step
   fs::create_directories(r.output_dir);
   SftData data = build_sft_data(r.data, *pm.tokenizer, r.seed);
-  SftResult res;
+  StageResult res;
   res.data_stats = {{"train", data.train_stats.to_json()}, {"eval", data.eval_stats.to_json()}};
   std::cerr << "data: " << data.train.size() << " training rows of " << r.data.seq_len << " tokens ("
             << data.train_stats.trained_tokens << " trained tokens, " << data.train_stats.truncated << " truncated, "
@@ -42,7 +44,9 @@ SftResult run_sft(const Recipe& r, bool resume) {
   // 3. SFT's batches and loss for the shared loop
   StageHooks hooks;
   hooks.num_rows = data.train.size();
-  hooks.loss = [&](CausalLMImpl& m, const std::vector<int64_t>& idx) { return rows_loss(m, data.train, idx, pm.device); };
+  hooks.loss = [&](CausalLMImpl& m, const std::vector<int64_t>& idx) {
+    return rows_loss(m, data.train, idx, pm.device);
+  };
   if (!data.eval.empty())
     hooks.evaluate = [&](CausalLMImpl& m) {
       double sum = 0, n = 0;
@@ -55,7 +59,7 @@ SftResult run_sft(const Recipe& r, bool resume) {
   hooks.save_artifacts = [&](const std::string& dir) { save_adapter_artifacts(pm, dir); };
 
   // 4. the loop between the recipe's task metrics, then the final adapter
-  res.summary = run_stage_loop(r, pm, hooks, resume, res.tasks);
+  run_stage_loop(r, pm, hooks, resume, res);
   return res;
 }
 

@@ -1,10 +1,10 @@
-// Chat rendering tests: v1 and v3 token layouts built by hand from encode() pieces (formats.md, mistral-common),
+// Chat rendering tests: v1 and v3 token layouts built by hand from encode() pieces (mistral-common),
 // trainable flags, weights, the single BOS, generation prompts and role-order errors.
 #include <algorithm>
 
-#include "core/chat.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "tests/test_util.h"
+#include "text/chat.h"
 
 using namespace affinage;
 using affinage::test::data_path;
@@ -25,11 +25,8 @@ struct Expect {
 };
 
 const std::vector<Message> kChat = {
-    {"system", "You are terse.", 1.0},
-    {"user", "What is 2+2?", 1.0},
-    {"assistant", "4.", 1.0},
-    {"user", "And 3+3? Say <s> too.", 1.0},
-    {"assistant", "6, and <s>.", 1.0},
+    {"system", "You are terse.", 1.0},      {"user", "What is 2+2?", 1.0},     {"assistant", "4.", 1.0},
+    {"user", "And 3+3? Say <s> too.", 1.0}, {"assistant", "6, and <s>.", 1.0},
 };
 
 using affinage::test::expect_error;
@@ -64,7 +61,8 @@ TEST(Chat, MistralV1MultiTurnWithSystemPrompt) {
   EXPECT_EQ(std::count(r.ids.begin(), r.ids.end(), 1), 1) << "exactly one BOS";
   EXPECT_EQ(std::count(r.ids.begin(), r.ids.end(), 2), 2) << "one EOS per assistant turn";
   // The documented v1 template: "<s> [INST] user [/INST] answer</s> [INST] ..." (mistral cookbook).
-  EXPECT_EQ(t.decode(r.ids), "[INST] You are terse.\n\nWhat is 2+2? [/INST] 4. [INST] And 3+3? Say <s> too. [/INST] 6, and <s>.");
+  EXPECT_EQ(t.decode(r.ids),
+            "[INST] You are terse.\n\nWhat is 2+2? [/INST] 4. [INST] And 3+3? Say <s> too. [/INST] 6, and <s>.");
 }
 
 TEST(Chat, MistralV3MultiTurnWithSystemPrompt) {
@@ -116,10 +114,8 @@ TEST(Chat, WeightZeroTurnIsRenderedButNotTrained) {
   size_t a0 = std::find(r.ids.begin(), r.ids.end(), 4) - r.ids.begin() + 1;
   size_t a1 = std::find(r.ids.begin(), r.ids.end(), 2) - r.ids.begin();
   for (size_t i = 0; i < r.ids.size(); ++i) {
-    if (i >= a0 && i <= a1)
-      EXPECT_EQ(r.trainable[i], 0) << i;
-    else
-      EXPECT_EQ(r.trainable[i], full.trainable[i]) << i;
+    if (i >= a0 && i <= a1) EXPECT_EQ(r.trainable[i], 0) << i;
+    else EXPECT_EQ(r.trainable[i], full.trainable[i]) << i;
   }
   EXPECT_EQ((size_t)std::count(r.trainable.begin(), r.trainable.end(), 1), t.encode("6, and <s>.").size() + 1);
 }
@@ -167,10 +163,17 @@ TEST(Chat, RoleOrderErrorsNameTheMessage) {
   auto& t = *v1();
   auto F = ChatFormat::MistralV1;
   expect_error([&] { render_chat(t, {}, F); }, {"no messages"});
-  expect_error([&] { render_chat(t, {{"assistant", "x", 1}, {"user", "y", 1}}, F); }, {"message 0", "assistant", "user"});
+  expect_error(
+      [&] {
+        render_chat(t, {{"assistant", "x", 1}, {"user", "y", 1}}, F);
+      },
+      {"message 0", "assistant", "user"});
   expect_error([&] { render_chat(t, {{"user", "x", 1}, {"user", "y", 1}}, F); }, {"message 1", "'user'", "assistant"});
-  expect_error([&] { render_chat(t, {{"user", "x", 1}, {"assistant", "y", 1}, {"system", "z", 1}}, F); },
-               {"message 2", "system"});
+  expect_error(
+      [&] {
+        render_chat(t, {{"user", "x", 1}, {"assistant", "y", 1}, {"system", "z", 1}}, F);
+      },
+      {"message 2", "system"});
   expect_error([&] { render_chat(t, {{"system", "x", 1}, {"assistant", "y", 1}}, F); }, {"message 1"});
   expect_error([&] { render_chat(t, {{"system", "x", 1}}, F); }, {"no user message"});
   expect_error([&] { render_chat(t, {{"user", "x", 1}, {"bot", "y", 1}}, F); }, {"message 1", "'bot'"});

@@ -3,8 +3,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include "core/checkpoint.h"
-#include "core/error.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "io/model_folder.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -20,10 +21,10 @@ json stories_config() { return json::parse(read_file(kStories + "/config.json"))
 
 using affinage::test::error_of;
 
-#define EXPECT_ERROR_HAS(stmt, needle)                                                   \
-  do {                                                                                   \
-    std::string msg_ = error_of([&] { stmt; });                                          \
-    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: " << msg_;              \
+#define EXPECT_ERROR_HAS(stmt, needle)                                      \
+  do {                                                                      \
+    std::string msg_ = error_of([&] { stmt; });                             \
+    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: " << msg_; \
   } while (0)
 
 std::vector<std::string> listing(const std::string& dir) {
@@ -59,13 +60,18 @@ TEST(Config, ParsesStories260K) {
 }
 
 TEST(Config, DefaultsAndDerivedFields) {
-  json j = {{"architectures", {"MistralForCausalLM"}}, {"vocab_size", 32000}, {"hidden_size", 4096},
-            {"intermediate_size", 14336}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
-            {"sliding_window", 4096}, {"head_dim", nullptr}};
+  json j = {{"architectures", {"MistralForCausalLM"}},
+            {"vocab_size", 32000},
+            {"hidden_size", 4096},
+            {"intermediate_size", 14336},
+            {"num_hidden_layers", 32},
+            {"num_attention_heads", 32},
+            {"sliding_window", 4096},
+            {"head_dim", nullptr}};
   ModelConfig c = ModelConfig::from_hf_json(j, "m.json");
   EXPECT_EQ(c.model_type, "mistral");
-  EXPECT_EQ(c.head_dim, 128);             // null head_dim -> hidden / heads
-  EXPECT_EQ(c.num_key_value_heads, 32);   // absent -> num_attention_heads
+  EXPECT_EQ(c.head_dim, 128);            // null head_dim -> hidden / heads
+  EXPECT_EQ(c.num_key_value_heads, 32);  // absent -> num_attention_heads
   EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);
   EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-6);
   EXPECT_EQ(c.sliding_window, std::optional<int64_t>(4096));
@@ -79,9 +85,15 @@ TEST(Config, DefaultsAndDerivedFields) {
 
 TEST(Config, ErrorsNameTheFileAndKey) {
   json good = stories_config();
-  auto with = [&](const char* k, json v) { json j = good; j[k] = v; return j; };
-  EXPECT_ERROR_HAS(ModelConfig::from_hf_json(with("architectures", {"GPT2LMHeadModel"}), "/x/config.json"), "/x/config.json");
-  EXPECT_ERROR_HAS(ModelConfig::from_hf_json(with("architectures", {"GPT2LMHeadModel"}), "/x/config.json"), "LlamaForCausalLM");
+  auto with = [&](const char* k, json v) {
+    json j = good;
+    j[k] = v;
+    return j;
+  };
+  EXPECT_ERROR_HAS(ModelConfig::from_hf_json(with("architectures", {"GPT2LMHeadModel"}), "/x/config.json"),
+                   "/x/config.json");
+  EXPECT_ERROR_HAS(ModelConfig::from_hf_json(with("architectures", {"GPT2LMHeadModel"}), "/x/config.json"),
+                   "LlamaForCausalLM");
   EXPECT_ERROR_HAS(ModelConfig::from_hf_json(with("model_type", "gpt2"), "c.json"), "model_type");
   EXPECT_ERROR_HAS(ModelConfig::from_hf_json(with("hidden_size", "64"), "c.json"), "hidden_size");
   EXPECT_ERROR_HAS(ModelConfig::from_hf_json(with("hidden_size", 64.5), "c.json"), "c.json");
@@ -190,7 +202,10 @@ TEST(RopePermutation, HandWorkedSmallCases) {
   // Two heads of 4, two columns: the permutation stays inside each head and moves whole rows.
   auto rows = [](std::vector<int> order) {
     std::vector<float> v;
-    for (int r : order) { v.push_back(r); v.push_back(100 + r); }
+    for (int r : order) {
+      v.push_back(r);
+      v.push_back(100 + r);
+    }
     return at::tensor(v).reshape({static_cast<int64_t>(order.size()), 2});
   };
   EXPECT_TRUE(tensors_close(permute_interleaved_to_rotate_half(rows({0, 1, 2, 3, 4, 5, 6, 7}), 2),
@@ -211,7 +226,8 @@ TEST(RopePermutation, InterleavedAndRotateHalfRopeGiveTheSameScores) {
   const int64_t heads = 2, hd = 8, dim = 6, positions = 5;
   at::manual_seed(0);
   at::Tensor wq_hf = at::randn({heads * hd, dim}, at::kDouble), wk_hf = at::randn({heads * hd, dim}, at::kDouble);
-  at::Tensor wq_m = permute_rotate_half_to_interleaved(wq_hf, heads), wk_m = permute_rotate_half_to_interleaved(wk_hf, heads);
+  at::Tensor wq_m = permute_rotate_half_to_interleaved(wq_hf, heads),
+             wk_m = permute_rotate_half_to_interleaved(wk_hf, heads);
   at::Tensor x = at::randn({positions, dim}, at::kDouble);
   auto rope = [&](at::Tensor q, bool interleaved) {  // q: [positions, heads*hd]
     at::Tensor out = q.clone();
@@ -228,7 +244,8 @@ TEST(RopePermutation, InterleavedAndRotateHalfRopeGiveTheSameScores) {
     return out;
   };
   auto scores = [&](at::Tensor q, at::Tensor k) {  // per-head q.k^T, [heads, positions, positions]
-    return at::matmul(q.view({positions, heads, hd}).transpose(0, 1), k.view({positions, heads, hd}).permute({1, 2, 0}));
+    return at::matmul(q.view({positions, heads, hd}).transpose(0, 1),
+                      k.view({positions, heads, hd}).permute({1, 2, 0}));
   };
   at::Tensor s_hf = scores(rope(at::matmul(x, wq_hf.t()), false), rope(at::matmul(x, wk_hf.t()), false));
   at::Tensor s_m = scores(rope(at::matmul(x, wq_m.t()), true), rope(at::matmul(x, wk_m.t()), true));
@@ -332,8 +349,8 @@ TEST(ShardedWriter, UnfinishedWriterLeavesNothing) {
   {
     ShardedWriter w(dir, 1000);
     for (int i = 0; i < 5; ++i) w.add("t" + std::to_string(i), at::ones({200}));  // 800 bytes: one shard each
-    EXPECT_THROW(w.add("t0", at::ones({1})), Error);                            // duplicate name
-    EXPECT_THROW(w.add("c", at::ones({2}, at::kComplexFloat)), Error);           // no safetensors dtype
+    EXPECT_THROW(w.add("t0", at::ones({1})), Error);                              // duplicate name
+    EXPECT_THROW(w.add("c", at::ones({2}, at::kComplexFloat)), Error);            // no safetensors dtype
   }
   EXPECT_TRUE(listing(dir).empty()) << "left behind: " << (listing(dir).empty() ? "" : listing(dir)[0]);
   fs::remove_all(dir);
@@ -366,7 +383,8 @@ TEST(WeightSource, MistralConsolidatedGivesBackTheHfTensors) {
   EXPECT_EQ(m.load("model.layers.0.self_attn.q_proj.weight", at::kDouble).scalar_type(), at::kDouble);
   // The stored wq really is in the other order (else the check above is vacuous).
   SafetensorsFile raw(dir + "/consolidated.safetensors");
-  EXPECT_FALSE(tensors_close(raw.view("layers.0.attention.wq.weight"), src.load("model.layers.0.self_attn.q_proj.weight"), 0.0));
+  EXPECT_FALSE(
+      tensors_close(raw.view("layers.0.attention.wq.weight"), src.load("model.layers.0.self_attn.q_proj.weight"), 0.0));
 
   // An unknown tensor in a consolidated file is an error naming it.
   ts.emplace_back("vision_encoder.patch_conv.weight", at::zeros({2}));

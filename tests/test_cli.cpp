@@ -3,10 +3,11 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include "core/loader.h"
-#include "core/safetensors.h"
-#include "core/tokenizer.h"
+#include "base/files.h"
+#include "io/safetensors.h"
+#include "model/loader.h"
 #include "tests/test_util.h"
+#include "text/tokenizer.h"
 
 using namespace affinage;
 using affinage::test::data_path;
@@ -32,7 +33,8 @@ TEST(Cli, GenerateGreedyFromBosReproducesLlama2c) {
 
 TEST(Cli, GenerateSamplingIsSeededAndBounded) {
   auto gen = [](int seed) {
-    return run_cli("generate " + kModel + " --prompt 'Once upon a time' --temperature 1.2 --top-p 0.95 --top-k 100 --seed " +
+    return run_cli("generate " + kModel +
+                   " --prompt 'Once upon a time' --temperature 1.2 --top-p 0.95 --top-k 100 --seed " +
                    std::to_string(seed) + " --max-new-tokens 15 --json");
   };
   auto a = gen(7), b = gen(7);
@@ -98,7 +100,8 @@ TEST(Cli, ErrorsNameTheFileAndExitNonZero) {
 
 TEST(Cli, RunWritesTheRunFolderAndRejectsBadRecipes) {
   auto out = affinage::test::temp_dir("cli_run");
-  std::string sets = " --set output_dir=" + out + " --set train.max_steps=3 --set eval.every=0 --set checkpoint.every=2";
+  std::string sets =
+      " --set output_dir=" + out + " --set train.max_steps=3 --set eval.every=0 --set checkpoint.every=2";
   // the recipe's relative paths resolve against the current directory, as for a user at the repo root
   auto cwd = fs::current_path();
   fs::current_path(repo_path(""));

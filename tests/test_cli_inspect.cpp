@@ -2,7 +2,8 @@
 // independently from config.json and the files' own headers; a missing path fails with a clear message.
 #include <filesystem>
 #include <fstream>
-#include "core/safetensors.h"
+#include "base/files.h"
+#include "io/safetensors.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -77,8 +78,13 @@ TEST(CliInspect, SafetensorsFileListsTensors) {
 
 TEST(CliInspect, AdapterFolder) {
   std::string dir = affinage::test::temp_dir("inspect_adapter");
-  json cfg = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"use_rslora", true},
-              {"target_modules", {"q_proj", "v_proj"}}, {"rank_pattern", {{"v_proj", 2}}}, {"alpha_pattern", json::object()},
+  json cfg = {{"peft_type", "LORA"},
+              {"r", 4},
+              {"lora_alpha", 8},
+              {"use_rslora", true},
+              {"target_modules", {"q_proj", "v_proj"}},
+              {"rank_pattern", {{"v_proj", 2}}},
+              {"alpha_pattern", json::object()},
               {"base_model_name_or_path", "stories260K"}};
   affinage::write_file_atomic(dir + "/adapter_config.json", cfg.dump());
   std::vector<std::pair<std::string, at::Tensor>> ts;

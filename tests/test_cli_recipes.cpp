@@ -1,11 +1,12 @@
 // `affinage recipes`: every shipped recipe has its header (a one-line summary, Hardware:, Time:) and parses; list,
 // show and copy work, copy never overwrites, and AFFINAGE_RECIPES points the command elsewhere.
+#include <gtest/gtest.h>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
-#include <gtest/gtest.h>
-#include "core/recipe.h"
-#include "core/safetensors.h"
+#include "base/files.h"
+#include "config/recipe_file.h"
+#include "io/safetensors.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -60,7 +61,9 @@ TEST(CliRecipes, ListShowsEveryRecipeWithItsSummaryHardwareAndTime) {
     EXPECT_TRUE(has(r.out, "  " + p.stem().string() + " ")) << p;
     EXPECT_TRUE(has(r.out, h[0])) << h[0];
     for (auto& l : h) {
-      if (l.rfind("Hardware: ", 0) == 0 || l.rfind("Time: ", 0) == 0) { EXPECT_TRUE(has(r.out, l)) << l; }
+      if (l.rfind("Hardware: ", 0) == 0 || l.rfind("Time: ", 0) == 0) {
+        EXPECT_TRUE(has(r.out, l)) << l;
+      }
     }
   }
 }

@@ -5,8 +5,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/chat.h"
 #include "tests/test_util.h"
+#include "text/chat.h"
 
 using namespace affinage;
 using affinage::test::data_path;
@@ -27,7 +27,10 @@ const char* kChatJson = R"([
 ])";
 
 std::vector<Message> chat_messages() {
-  return {{"system", "Be brief.", 1}, {"user", "Hi", 1}, {"assistant", "Hello.", 0}, {"user", "Bye", 1},
+  return {{"system", "Be brief.", 1},
+          {"user", "Hi", 1},
+          {"assistant", "Hello.", 0},
+          {"user", "Bye", 1},
           {"assistant", "Goodbye.", 1}};
 }
 

@@ -1,11 +1,11 @@
-// Data-parallel training (core/distributed.h): two processes on Gloo over loopback train exactly like one
+// Data-parallel training (base/distributed.h): two processes on Gloo over loopback train exactly like one
 // process with the same recipe, for SFT and DPO, a run resumes with another number of processes, and the
 // launch errors say what to do.
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include "core/distributed.h"
-#include "core/safetensors.h"
+#include "base/distributed.h"
+#include "io/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace affinage;
@@ -41,7 +41,8 @@ TrainedRun train(const std::string& recipe, const std::string& dir, const std::s
   fs::current_path(repo_path(""));  // the recipe's relative paths resolve as for a user at the repo root
   auto r = run_cli("run '" + repo_path(recipe) + "' --set output_dir='" + dir +
                    "' --set train.max_steps=6 --set train.batch_size=2 --set train.grad_accum=2 --set log_every=1"
-                   " --set checkpoint.every=3 --set checkpoint.keep=2 --set eval.every=3 " + extra);
+                   " --set checkpoint.every=3 --set checkpoint.keep=2 --set eval.every=3 " +
+                   extra);
   EXPECT_EQ(r.code, 0) << r.err;
   TrainedRun run{{}, dir};
   std::ifstream f(dir + "/metrics.jsonl");
@@ -100,8 +101,9 @@ TEST(Distributed, DpoWithSharedReferencePrecomputeMatchesOneProcess) {
   const std::string s = "--set dpo.precompute_reference=true";
   TrainedRun one = train("recipes/stories260k_dpo.json", root + "/one", s);
   TrainedRun two = train("recipes/stories260k_dpo.json", root + "/two", s + " --nproc 2");
-  expect_same_training(one, two, {"loss", "grad_norm", "rewards/accuracies", "rewards/margins", "logps/chosen",
-                                  "eval_loss", "eval_rewards/margins"});
+  expect_same_training(one, two,
+                       {"loss", "grad_norm", "rewards/accuracies", "rewards/margins", "logps/chosen", "eval_loss",
+                        "eval_rewards/margins"});
   SafetensorsFile ra(one.dir + "/reference_logps.safetensors"), rb(two.dir + "/reference_logps.safetensors");
   for (auto* n : {"train.chosen", "train.rejected", "eval.chosen", "eval.rejected"})
     EXPECT_TRUE(tensors_close(ra.load(n), rb.load(n), 1e-5, 1e-6)) << n;

@@ -6,12 +6,13 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include "core/loader.h"
-#include "core/prepare.h"
+#include "config/recipe_file.h"
 #include "datasets/preference_data.h"
 #include "dpo/dpo.h"
 #include "lora/adapter.h"
+#include "model/loader.h"
 #include "tests/test_util.h"
+#include "train/prepare.h"
 
 using namespace affinage;
 using affinage::test::repo_path;
@@ -46,7 +47,8 @@ static CausalLM adapted_model(bool fresh, std::vector<NamedParam>* trainable = n
   return m;
 }
 
-static at::Tensor batch_of(const std::vector<PreferencePair>& pairs, std::vector<int64_t> idx, CausalLMImpl& m, bool chosen) {
+static at::Tensor batch_of(const std::vector<PreferencePair>& pairs, std::vector<int64_t> idx, CausalLMImpl& m,
+                           bool chosen) {
   auto lp = pair_logps(m, make_pair_batch(pairs, idx, c10::Device("cpu")));
   return (chosen ? lp.chosen_sum : lp.rejected_sum).detach();
 }
@@ -76,7 +78,7 @@ TEST(Dpo, StepZeroSigmoidLossIsLog2WithZeroRewards) {
   auto pairs = story_pairs("stories_words_prefs_train.jsonl", 4);
   std::vector<NamedParam> tr;
   CausalLM m = adapted_model(/*fresh=*/true, &tr);
-  ReferencePolicy ref(*m, tr, "initial");
+  ReferencePolicy ref(*m, tr, Reference::Initial);
   auto b = make_pair_batch(pairs, {0, 1, 2, 3}, c10::Device("cpu"));
   auto lp = pair_logps(*m, b);
   auto [rc, rr] = ref.logps(b);
@@ -97,7 +99,7 @@ TEST(Dpo, DisabledAdapterReferenceEqualsSeparatelyLoadedBase) {
   auto pairs = story_pairs("stories_words_prefs_train.jsonl", 3);
   std::vector<NamedParam> tr;
   CausalLM m = adapted_model(false, &tr);
-  ReferencePolicy ref(*m, tr, "base");
+  ReferencePolicy ref(*m, tr, Reference::Base);
   auto b = make_pair_batch(pairs, {0, 1, 2}, c10::Device("cpu"));
   auto before = batch_of(pairs, {0, 1, 2}, *m, true);
   auto [rc, rr] = ref.logps(b);
@@ -105,7 +107,7 @@ TEST(Dpo, DisabledAdapterReferenceEqualsSeparatelyLoadedBase) {
   base->eval();
   EXPECT_TRUE(tensors_close(rc, batch_of(pairs, {0, 1, 2}, *base, true), 1e-5));
   EXPECT_TRUE(tensors_close(rr, batch_of(pairs, {0, 1, 2}, *base, false), 1e-5));
-  EXPECT_FALSE(tensors_close(rc, before, 1e-3));                           // the adapter does change things...
+  EXPECT_FALSE(tensors_close(rc, before, 1e-3));                                // the adapter does change things...
   EXPECT_TRUE(tensors_close(batch_of(pairs, {0, 1, 2}, *m, true), before, 0));  // ...and is back after the reference
 }
 
@@ -115,7 +117,7 @@ TEST(Dpo, InitialReferenceIsTheContinuedAdapterAsItWasLoaded) {
   {
     CausalLM sft = adapted_model(false);
     AdapterInfo info;
-    info.r = 4, info.alpha = 8, info.target_modules = lora_target_names();
+    info.lora.r = 4, info.lora.alpha = 8, info.lora.targets = lora_target_names();
     save_peft_adapter(*sft, info, dir);
   }
   CausalLM m = load_model(repo_path(kModel), at::kFloat, c10::Device("cpu"));
@@ -123,7 +125,7 @@ TEST(Dpo, InitialReferenceIsTheContinuedAdapterAsItWasLoaded) {
   std::vector<NamedParam> tr;
   for (auto& p : m->named_parameters())
     if (p.key().find(".lora_") != std::string::npos) tr.push_back({p.key(), p.value(), true});
-  ReferencePolicy ref(*m, tr, "initial");
+  ReferencePolicy ref(*m, tr, Reference::Initial);
   {
     at::NoGradGuard ng;  // "training" moves the adapter away from where it started
     for (auto& p : tr) p.param.add_(0.05);
@@ -141,7 +143,7 @@ TEST(Dpo, PrecomputedReferenceEqualsOnTheFly) {
   auto pairs = story_pairs("stories_words_prefs_train.jsonl", 7);
   std::vector<NamedParam> tr;
   CausalLM m = adapted_model(false, &tr);
-  ReferencePolicy ref(*m, tr, "initial");
+  ReferencePolicy ref(*m, tr, Reference::Initial);
   auto [all_c, all_r] = precompute_reference(ref, pairs, 3, c10::Device("cpu"));
   ASSERT_EQ(all_c.size(0), 7);
   for (int64_t s = 0; s < 7; s += 2) {
@@ -156,7 +158,7 @@ TEST(Dpo, PrecomputedReferenceEqualsOnTheFly) {
 
 static Recipe dpo_recipe(const std::string& tag) {
   Recipe r;
-  r.name = tag, r.stage = "dpo";
+  r.name = tag, r.stage = Stage::Dpo;
   r.model = repo_path(kModel);
   r.output_dir = affinage::test::temp_dir(tag);
   r.dtype = "f32", r.device = "cpu", r.threads = 2;
@@ -165,7 +167,7 @@ static Recipe dpo_recipe(const std::string& tag) {
   r.data.seq_len = 160;
   r.lora.r = 8, r.lora.alpha = 16, r.lora.targets = {"all-linear"};
   r.optim.lr = 2e-3;
-  r.schedule.type = "cosine", r.schedule.warmup_steps = 5, r.schedule.min_lr_ratio = 0.1;
+  r.schedule.type = Schedule::Cosine, r.schedule.warmup_steps = 5, r.schedule.min_lr_ratio = 0.1;
   r.train.batch_size = 8;
   r.train.max_steps = 30;
   r.dpo.beta = 0.1;
@@ -182,7 +184,7 @@ static std::vector<nlohmann::json> metric_lines(const std::string& out) {
 
 TEST(Dpo, ShortRunRaisesHeldOutRewardAccuracyAndMargin) {
   Recipe r = dpo_recipe("dpo_run");
-  DpoResult res = run_dpo(r, false);
+  StageResult res = run_dpo(r, false);
   auto& e0 = res.summary.initial_eval;
   auto& e1 = res.summary.eval;
   EXPECT_NEAR(e0.at("eval_loss"), std::log(2.0), 1e-6);
@@ -222,9 +224,14 @@ TEST(Dpo, PrecomputedReferenceRunMatchesOnTheFlyRun) {
 }
 
 TEST(Dpo, StagesMergeOverTheRecipeAndChainAdapters) {
-  nlohmann::json j = {{"name", "two"}, {"model", "m"}, {"output_dir", "runs/two"}, {"optim", {{"lr", 1e-3}}},
-                      {"data", {{"train", "sft.jsonl"}}},
-                      {"stages", {{{"stage", "sft"}}, {{"stage", "dpo"}, {"optim", {{"lr", 1e-5}}}, {"data", {{"train", "prefs.jsonl"}}}}}}};
+  nlohmann::json j = {
+      {"name", "two"},
+      {"model", "m"},
+      {"output_dir", "runs/two"},
+      {"optim", {{"lr", 1e-3}}},
+      {"data", {{"train", "sft.jsonl"}}},
+      {"stages",
+       {{{"stage", "sft"}}, {{"stage", "dpo"}, {"optim", {{"lr", 1e-5}}}, {"data", {{"train", "prefs.jsonl"}}}}}}};
   Recipe r = parse_recipe(j, "two.json");
   auto st = expand_stages(r);
   ASSERT_EQ(st.size(), 2u);
@@ -237,23 +244,32 @@ TEST(Dpo, StagesMergeOverTheRecipeAndChainAdapters) {
   EXPECT_EQ(st[1].data.train[0].path, "prefs.jsonl");
   EXPECT_TRUE(st[1].stages.empty());
   j["stages"][1]["dpo"] = {{"betta", 0.1}};
-  affinage::test::expect_error([&] { expand_stages(parse_recipe(j, "two.json")); }, {"two.json (stages.1)", "dpo.betta", "beta"});
+  affinage::test::expect_error([&] { expand_stages(parse_recipe(j, "two.json")); },
+                               {"two.json (stages.1)", "dpo.betta", "beta"});
 }
 
 TEST(Dpo, SftThenDpoInOneRun) {
   std::string dir = affinage::test::temp_dir("sft_dpo_cli");
   nlohmann::json j = {
-      {"name", "sft-dpo"}, {"model", repo_path(kModel)}, {"output_dir", dir + "/run"}, {"dtype", "f32"},
-      {"device", "cpu"}, {"threads", 2},
+      {"name", "sft-dpo"},
+      {"model", repo_path(kModel)},
+      {"output_dir", dir + "/run"},
+      {"dtype", "f32"},
+      {"device", "cpu"},
+      {"threads", 2},
       {"lora", {{"r", 8}, {"alpha", 16}, {"targets", "all-linear"}}},
       {"train", {{"batch_size", 8}, {"max_steps", 3}}},
       {"data", {{"seq_len", 160}}},
-      {"eval", {{"tasks", {{{"path", repo_path("datasets/data/quickstart_heldout_words.jsonl")}, {"max_new_tokens", 12}}}}}},
+      {"eval",
+       {{"tasks", {{{"path", repo_path("datasets/data/quickstart_heldout_words.jsonl")}, {"max_new_tokens", 12}}}}}},
       {"merge", {{"enabled", true}}},
       {"publish", {{"enabled", true}, {"what", "merged"}, {"license", "mit"}}},
-      {"stages", {{{"stage", "sft"}, {"data", {{"train", repo_path("datasets/data/stories_words_sft.jsonl")}}}},
-                  {{"stage", "dpo"}, {"data", {{"train", repo_path("datasets/data/stories_words_prefs_train.jsonl")},
-                                                {"eval", repo_path("datasets/data/stories_words_prefs_eval.jsonl")}}}}}}};
+      {"stages",
+       {{{"stage", "sft"}, {"data", {{"train", repo_path("datasets/data/stories_words_sft.jsonl")}}}},
+        {{"stage", "dpo"},
+         {"data",
+          {{"train", repo_path("datasets/data/stories_words_prefs_train.jsonl")},
+           {"eval", repo_path("datasets/data/stories_words_prefs_eval.jsonl")}}}}}}};
   std::ofstream(dir + "/r.json") << j.dump(2);
   auto res = affinage::test::run_cli("run " + dir + "/r.json");
   ASSERT_EQ(res.code, 0) << res.err;

@@ -1,5 +1,6 @@
 // Preference losses against values worked by hand (with <cmath>) for fixed log-probabilities.
 #include <cmath>
+#include "config/recipe_file.h"
 #include "dpo/losses.h"
 #include "tests/test_util.h"
 
@@ -36,30 +37,30 @@ TEST(DpoLosses, SigmoidIsLog2WhenPolicyEqualsReference) {
 
 TEST(DpoLosses, HingeAndIpo) {
   PreferenceLossConfig c;
-  c.type = "hinge";
+  c.type = DpoLoss::Hinge;
   c.beta = 0.1;
   EXPECT_NEAR(preference_loss(pair(), c).losses.item<double>(), 1 - 0.3, 1e-12);  // relu(1 - 0.1·3)
-  c.type = "ipo";
+  c.type = DpoLoss::Ipo;
   double x = (-10.0 / 4 - -14.0 / 7) - (-11.0 / 4 - -12.0 / 7);  // per-token averages
   EXPECT_NEAR(preference_loss(pair(), c).losses.item<double>(), std::pow(x - 1 / (2 * 0.1), 2), 1e-12);
 }
 
 TEST(DpoLosses, SimpoAndOrpoAreReferenceFree) {
   PreferenceLossConfig c;
-  c.type = "simpo";
+  c.type = DpoLoss::Simpo;
   c.beta = 2.0;
   c.simpo_gamma = 0.5;
   double ac = -10.0 / 4, ar = -14.0 / 7;
   EXPECT_NEAR(preference_loss(pair(), c).losses.item<double>(), -logsig(2.0 * (ac - ar) - 0.5), 1e-12);
-  EXPECT_FALSE(preference_loss_needs_reference("simpo"));
-  c.type = "orpo";
+  EXPECT_FALSE(preference_loss_needs_reference(DpoLoss::Simpo));
+  c.type = DpoLoss::Orpo;
   c.beta = 0.1;
   double lo = (ac - ar) - (std::log(1 - std::exp(ac)) - std::log(1 - std::exp(ar)));
   auto l = preference_loss(pair(), c);
   EXPECT_NEAR(l.losses.item<double>(), -ac - 0.1 * logsig(lo), 1e-12);
   EXPECT_NEAR(l.chosen_rewards.item<double>(), 0.1 * ac, 1e-12);
-  EXPECT_FALSE(preference_loss_needs_reference("orpo"));
-  EXPECT_TRUE(preference_loss_needs_reference("sigmoid"));
-  c.type = "kto";
-  affinage::test::expect_error([&] { preference_loss(pair(), c); }, {"kto", "sigmoid"});
+  EXPECT_FALSE(preference_loss_needs_reference(DpoLoss::Orpo));
+  EXPECT_TRUE(preference_loss_needs_reference(DpoLoss::Sigmoid));
+  // An unknown loss name stops at the recipe boundary, naming the ones there are.
+  affinage::test::expect_error([] { parse_enum<DpoLoss>("kto", "dpo.loss"); }, {"dpo.loss", "kto", "sigmoid", "orpo"});
 }

@@ -2,11 +2,11 @@
 // against a plain full-logits scoring in the test, the scoring rules on hand cases, and `eval --compare`.
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include "core/loader.h"
-#include "core/prepare.h"
 #include "datasets/jsonl.h"
 #include "eval/tasks.h"
+#include "model/loader.h"
 #include "tests/test_util.h"
+#include "train/prepare.h"
 
 using namespace affinage;
 using affinage::test::repo_path;
@@ -49,6 +49,24 @@ TEST(EvalTasks, ScoringRules) {
   affinage::test::expect_error([] { extract_answer("a", "(("); }, {"--extract", "not a valid regular expression"});
 }
 
+TEST(EvalTasks, TaskTypeFromTheFirstRowReadLikeTrainingData) {
+  const std::string dir = affinage::test::temp_dir("task_type");
+  auto file = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+    return dir + "/" + name;
+  };
+  // a BOM, CRLF and blank lines before the first row are skipped as read_jsonl skips them
+  EXPECT_EQ(detect_task_type(file("c.jsonl", "\xEF\xBB\xBF\r\n\n{\"prompt\": \"a\", \"choices\": [\"b\"]}\r\n")),
+            "choice");
+  EXPECT_EQ(detect_task_type(file("p.jsonl", R"({"prompt": "a", "chosen": "b", "rejected": "c"})")), "preference");
+  EXPECT_EQ(detect_task_type(file("g.jsonl", R"({"prompt": "a", "references": ["b"]})")), "generation");
+  EXPECT_EQ(detect_task_type(file("l.jsonl", R"({"text": "a"})")), "loss");
+  affinage::test::expect_error([&] { detect_task_type(file("e.jsonl", "\n \n")); }, {"e.jsonl", "no rows"});
+  affinage::test::expect_error([&] { detect_task_type(file("a.jsonl", "\n[1]\n")); }, {"a.jsonl:2: not a JSON object"});
+  affinage::test::expect_error([&] { detect_task_type(file("j.jsonl", "{oops\n")); }, {"j.jsonl:1: not valid JSON"});
+  affinage::test::expect_error([&] { detect_task_type(dir + "/missing.jsonl"); }, {"missing.jsonl: cannot open"});
+}
+
 TEST(EvalTasks, GenerationMatchesLlama2cGreedyOutput) {
   auto tok = affinage::test::stories_tokenizer();
   std::ifstream f(affinage::test::data_path("stories260K_reference_partial.json"));
@@ -56,8 +74,8 @@ TEST(EvalTasks, GenerationMatchesLlama2cGreedyOutput) {
   std::vector<int> ids = ref["first_20_generated_ids"].get<std::vector<int>>();
   std::string text = tok->decode(ids);
   std::string word = text.substr(text.rfind(' ') + 1);  // the last word of llama2.c's continuation
-  std::string path = write_rows("gen_task", {{{"prompt", ""}, {"reference", text}},
-                                             {{"prompt", ""}, {"references", {"zebra", word}}}});
+  std::string path = write_rows(
+      "gen_task", {{{"prompt", ""}, {"reference", text}}, {{"prompt", ""}, {"references", {"zebra", word}}}});
   CausalLM m = stories();
   TaskOptions o;
   o.max_new_tokens = 20;
@@ -103,12 +121,32 @@ TEST(EvalTasks, ChoiceAndPreferenceEqualPlainScoring) {
   EXPECT_DOUBLE_EQ(r["acc_norm"].get<double>(), acc_norm / 3);
   EXPECT_GE(acc, 2.0);  // a story model knows "little girl" and "went to the park."
 
+  // Preference accuracy: the share of pairs whose chosen response ([BOS] prompt | response [EOS]) has the higher
+  // summed log-prob, and per token, from plain full forwards of each pair.
   std::string prefs = repo_path("datasets/data/stories_words_prefs_eval.jsonl");
   auto pr = evaluate_task(*m, *tok, prefs, o);
+  double hits = 0, hits_tok = 0, margin = 0;
+  int n = 0;
+  std::ifstream pf(prefs);
+  for (std::string line; std::getline(pf, line);) {
+    if (line.empty()) continue;
+    auto row = json::parse(line);
+    std::string p = row["prompt"];
+    std::vector<int> body = tok->encode(p), prompt{tok->bos_id()};
+    prompt.insert(prompt.end(), body.begin(), body.end());
+    auto c = completion_ids(*tok, p, row["chosen"], body), rj = completion_ids(*tok, p, row["rejected"], body);
+    c.push_back(tok->eos_id()), rj.push_back(tok->eos_id());
+    const double lc = plain_logprob(*m, prompt, c), lr = plain_logprob(*m, prompt, rj);
+    hits += lc > lr, hits_tok += lc / c.size() > lr / rj.size(), margin += lc - lr, ++n;
+  }
   EXPECT_EQ(pr["task"], "preference");
   EXPECT_EQ(pr["rows"], 52);
-  EXPECT_GE(pr["accuracy"].get<double>(), 0.0);
-  EXPECT_LE(pr["accuracy"].get<double>(), 1.0);
+  ASSERT_EQ(n, 52);
+  EXPECT_DOUBLE_EQ(pr["accuracy"].get<double>(), hits / n);
+  EXPECT_DOUBLE_EQ(pr["accuracy_per_token"].get<double>(), hits_tok / n);
+  EXPECT_NEAR(pr["logp_margin"].get<double>(), margin / n, 1e-3);  // fp32 batched vs fp64 plain sums
+  EXPECT_GT(hits, 0);
+  EXPECT_LT(hits, n);  // the base model prefers some chosen stories and some rejected ones: the check sees both
 }
 
 TEST(EvalTasks, CompareRunsTheSameEvalSideBySide) {

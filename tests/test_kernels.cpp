@@ -2,8 +2,8 @@
 // forward and backward (grads of the twin's own backward vs autograd through the composite), in fp32 and bf16,
 // on odd sizes; and, in a CUDA build, the CUDA kernels against the CPU twins.
 #include <torch/torch.h>
-#include "core/attention.h"
-#include "core/kernels/fused.h"
+#include "model/attention.h"
+#include "model/kernels/fused.h"
 #include "tests/test_util.h"
 
 using namespace affinage;
@@ -201,9 +201,16 @@ TEST(Kernels, UnsupportedInputsAreClearErrors) {
   auto x = torch::randn({2, 4}, torch::kDouble);
   EXPECT_FALSE(use_fused(FusedOp::SwiGLU, x));
   test::expect_error([&] { fused_swiglu(x, x); }, {"fused_swiglu", "not supported"});
-  test::expect_error([&] { fused_rms_norm(torch::randn({2, 4}), torch::ones({5}), 1e-5); }, {"fused_rms_norm", "weight"});
-  test::expect_error([&] { fused_apply_rope(torch::randn({2, 4}), torch::randn({1, 2, 4}), torch::randn({1, 2, 4})); },
-                     {"fused_apply_rope", "[B, H, T, d]"});
+  test::expect_error(
+      [&] {
+        fused_rms_norm(torch::randn({2, 4}), torch::ones({5}), 1e-5);
+      },
+      {"fused_rms_norm", "weight"});
+  test::expect_error(
+      [&] {
+        fused_apply_rope(torch::randn({2, 4}), torch::randn({1, 2, 4}), torch::randn({1, 2, 4}));
+      },
+      {"fused_apply_rope", "[B, H, T, d]"});
 }
 
 #ifdef AFFINAGE_CUDA_KERNELS
@@ -222,7 +229,8 @@ TEST(Kernels, CudaKernelsMatchCpuTwins) {
     auto check = [&](const FwdBwd& gpu, const FwdBwd& cpu, const char* what) {
       if (t == at::kFloat) return expect_runs_close(gpu, cpu, f32, f32, what);
       double unit = std::ldexp(1.0, t == at::kHalf ? -11 : -9);
-      EXPECT_TRUE(tensors_close(gpu.out, cpu.out, ulps * unit * cpu.out.abs().max().item<double>(), ulps * unit)) << what;
+      EXPECT_TRUE(tensors_close(gpu.out, cpu.out, ulps * unit * cpu.out.abs().max().item<double>(), ulps * unit))
+          << what;
       for (size_t i = 0; i < gpu.grads.size(); ++i) {
         if (!cpu.grads[i].defined()) continue;
         double atol = ulps * unit * cpu.grads[i].abs().max().item<double>();
@@ -234,13 +242,14 @@ TEST(Kernels, CudaKernelsMatchCpuTwins) {
       auto g = torch::randn(shape).to(t);
       check(run(rms_fused, cuda(in), {true, true}, g.to(at::kCUDA)), run(rms_fused, in, {true, true}, g), "rms_norm");
       std::vector<at::Tensor> sw{(torch::randn(shape) * 3).to(t), torch::randn(shape).to(t)};
-      check(run(swiglu_fused, cuda(sw), {true, true}, g.to(at::kCUDA)), run(swiglu_fused, sw, {true, true}, g), "swiglu");
+      check(run(swiglu_fused, cuda(sw), {true, true}, g.to(at::kCUDA)), run(swiglu_fused, sw, {true, true}, g),
+            "swiglu");
     }
     for (bool cos_b1 : {false, true}) {
       auto in = rope_inputs(2, 4, 9, 128, t, cos_b1);
       auto g = torch::randn({2, 4, 9, 128}).to(t);
-      check(run(rope_fused, cuda(in), {true, false, false}, g.to(at::kCUDA)), run(rope_fused, in, {true, false, false}, g),
-            "rope");
+      check(run(rope_fused, cuda(in), {true, false, false}, g.to(at::kCUDA)),
+            run(rope_fused, in, {true, false, false}, g), "rope");
     }
   }
 }

@@ -2,10 +2,11 @@
 // gradients match a plain autograd formulation and finite differences, PEFT and mistral-finetune files.
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include "core/checkpoint.h"
-#include "core/loader.h"
-#include "core/safetensors.h"
+#include "base/files.h"
+#include "io/model_folder.h"
+#include "io/safetensors.h"
 #include "lora/adapter.h"
+#include "model/loader.h"
 #include "tests/test_util.h"
 
 using namespace affinage;
@@ -18,7 +19,10 @@ static const auto kIds = torch::tensor({{1L, 403L, 407L, 261L, 378L, 432L, 383L}
 static void randomize_lora(CausalLMImpl& m, double std = 0.05) {
   torch::NoGradGuard ng;
   for (auto& [n, lin] : m.linears())
-    if (lin->has_lora()) { lin->lora_A->weight.normal_(0, std); lin->lora_B->weight.normal_(0, std); }
+    if (lin->has_lora()) {
+      lin->lora_A->weight.normal_(0, std);
+      lin->lora_B->weight.normal_(0, std);
+    }
 }
 
 TEST(Lora, FreshAdapterLeavesLogitsUnchanged) {
@@ -57,14 +61,16 @@ TEST(Lora, DisabledAdapterGivesTheBaseExactly) {
 
 TEST(Lora, GradientsMatchMergedWeightAutogradAndFiniteDifferences) {
   torch::manual_seed(3);
-  Linear lin(6, 5, torch::TensorOptions().dtype(torch::kDouble));
+  LoraLinear lin(6, 5, torch::TensorOptions().dtype(torch::kDouble));
   {
     torch::NoGradGuard ng;
     lin->weight.normal_();
   }
-  LoraSpec s;
-  s.r = 3; s.alpha = 6; s.rslora = true;
-  lin->attach_lora(s, torch::kDouble);
+  LoraSettings s;  // the scale as PEFT's rules give it (lora/adapter.h), checked below against alpha/sqrt(r)
+  s.r = 3;
+  s.alpha = 6;
+  s.rslora = true;
+  lin->attach_lora(3, module_scale(s, "q_proj", 3), 0.0, torch::kDouble);
   {
     torch::NoGradGuard ng;
     lin->lora_B->weight.normal_();
@@ -80,7 +86,10 @@ TEST(Lora, GradientsMatchMergedWeightAutogradAndFiniteDifferences) {
   EXPECT_TRUE(tensors_close(lin->lora_A->weight.grad(), A.grad(), 1e-10, 1e-10));
   EXPECT_TRUE(tensors_close(lin->lora_B->weight.grad(), B.grad(), 1e-10, 1e-10));
   // finite differences on a few entries of A and B
-  auto f = [&]() { torch::NoGradGuard ng; return (lin(x) * g).sum().item<double>(); };
+  auto f = [&]() {
+    torch::NoGradGuard ng;
+    return (lin(x) * g).sum().item<double>();
+  };
   for (auto* w : {&lin->lora_A->weight, &lin->lora_B->weight})
     for (int64_t i = 0; i < 3; ++i) {
       double h = 1e-6, orig;
@@ -90,9 +99,15 @@ TEST(Lora, GradientsMatchMergedWeightAutogradAndFiniteDifferences) {
         w->view(-1)[i].fill_(orig + h);
       }
       double up = f();
-      { torch::NoGradGuard ng; w->view(-1)[i].fill_(orig - h); }
+      {
+        torch::NoGradGuard ng;
+        w->view(-1)[i].fill_(orig - h);
+      }
       double down = f();
-      { torch::NoGradGuard ng; w->view(-1)[i].fill_(orig); }
+      {
+        torch::NoGradGuard ng;
+        w->view(-1)[i].fill_(orig);
+      }
       EXPECT_NEAR(w->grad().view(-1)[i].item<double>(), (up - down) / (2 * h), 1e-6);
     }
   EXPECT_FALSE(lin->weight.grad().defined());  // the base stays frozen
@@ -113,9 +128,13 @@ TEST(Lora, PatternsFollowPeftRules) {
   c.alpha_pattern = {{"q_proj", 1.0}};
   inject_lora(*m, c, 1);
   for (auto& [n, lin] : m->linears()) {
-    if (n == "model.layers.1.mlp.down_proj") { EXPECT_EQ(lin->lora_spec().r, 2); EXPECT_DOUBLE_EQ(lin->lora_scale(), 4.0); }
-    else if (n.find("q_proj") != std::string::npos) { EXPECT_EQ(lin->lora_spec().r, 4); EXPECT_DOUBLE_EQ(lin->lora_scale(), 0.25); }
-    else if (n.find("down_proj") != std::string::npos) EXPECT_DOUBLE_EQ(lin->lora_scale(), 2.0);
+    if (n == "model.layers.1.mlp.down_proj") {
+      EXPECT_EQ(lin->lora_rank(), 2);
+      EXPECT_DOUBLE_EQ(lin->lora_scale(), 4.0);
+    } else if (n.find("q_proj") != std::string::npos) {
+      EXPECT_EQ(lin->lora_rank(), 4);
+      EXPECT_DOUBLE_EQ(lin->lora_scale(), 0.25);
+    } else if (n.find("down_proj") != std::string::npos) EXPECT_DOUBLE_EQ(lin->lora_scale(), 2.0);
     else EXPECT_FALSE(lin->has_lora()) << n;
   }
 }
@@ -130,7 +149,10 @@ TEST(Lora, PeftFolderRoundTripWithExactNamesAndShapes) {
   inject_lora(*m, c, 1);
   randomize_lora(*m);
   AdapterInfo info;
-  info.r = 4; info.alpha = 8; info.target_modules = expand_lora_targets(c.targets); info.rank_pattern = c.rank_pattern;
+  info.lora.r = 4;
+  info.lora.alpha = 8;
+  info.lora.targets = expand_lora_targets(c.targets);
+  info.lora.rank_pattern = c.rank_pattern;
   info.base_model = "stories260K";
   auto dir = affinage::test::temp_dir("peft") + "/adapter";
   save_peft_adapter(*m, info, dir);
@@ -143,7 +165,8 @@ TEST(Lora, PeftFolderRoundTripWithExactNamesAndShapes) {
   auto* b = f.find("base_model.model.model.layers.4.mlp.down_proj.lora_B.weight");
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->shape, (std::vector<int64_t>{64, 4}));
-  EXPECT_EQ(f.find("base_model.model.model.layers.2.self_attn.v_proj.lora_A.weight")->shape, (std::vector<int64_t>{2, 64}));
+  EXPECT_EQ(f.find("base_model.model.model.layers.2.self_attn.v_proj.lora_A.weight")->shape,
+            (std::vector<int64_t>{2, 64}));
   auto cfg = nlohmann::json::parse(read_file(dir + "/adapter_config.json"));
   EXPECT_EQ(cfg["peft_type"], "LORA");
   EXPECT_EQ(cfg["r"], 4);
@@ -172,8 +195,9 @@ TEST(Lora, PeftFolderFromElsewhereWithUnknownKeysAndErrors) {
   write_safetensors(dir + "/adapter_model.safetensors",
                     {{"base_model.model.model.layers.3.self_attn.o_proj.lora_A.weight", A},
                      {"base_model.model.model.layers.3.self_attn.o_proj.lora_B.weight", B}});
-  write_file_atomic(dir + "/adapter_config.json",
-                    R"({"peft_type":"LORA","target_modules":["o_proj"],"r":2,"lora_alpha":4,"use_rslora":true,"some_new_key":1})");
+  write_file_atomic(
+      dir + "/adapter_config.json",
+      R"({"peft_type":"LORA","target_modules":["o_proj"],"r":2,"lora_alpha":4,"use_rslora":true,"some_new_key":1})");
   testing::internal::CaptureStderr();
   auto info = load_peft_adapter(*m, dir);
   auto err = testing::internal::GetCapturedStderr();
@@ -184,7 +208,8 @@ TEST(Lora, PeftFolderFromElsewhereWithUnknownKeysAndErrors) {
   EXPECT_DOUBLE_EQ(lin->lora_scale(), 4.0 / std::sqrt(2.0));
   EXPECT_TRUE(tensors_close(lin->delta_weight(), torch::matmul(B, A) * (4.0 / std::sqrt(2.0)), 1e-5));
   // DoRA is refused with the key named
-  write_file_atomic(dir + "/adapter_config.json", R"({"peft_type":"LORA","target_modules":["o_proj"],"use_dora":true})");
+  write_file_atomic(dir + "/adapter_config.json",
+                    R"({"peft_type":"LORA","target_modules":["o_proj"],"use_dora":true})");
   affinage::test::expect_error([&] { load_peft_adapter(*m0, dir); }, {"use_dora", "adapter_config.json"});
   // wrong shapes name the module
   write_safetensors(dir + "/adapter_model.safetensors",
@@ -221,7 +246,7 @@ TEST(Lora, MistralFinetuneFileLoadsWithScaleTwoAndRopePermutation) {
   auto want = m->forward(kIds);
   auto m2 = stories();
   auto info = load_adapter(*m2, dir + "/lora.safetensors");
-  EXPECT_EQ(info.r, 4);
-  EXPECT_DOUBLE_EQ(info.alpha, 8.0);
+  EXPECT_EQ(info.lora.r, 4);
+  EXPECT_DOUBLE_EQ(info.lora.alpha, 8.0);
   EXPECT_TRUE(tensors_close(m2->forward(kIds), want, 1e-5));
 }

@@ -1,6 +1,6 @@
 // Target-only, chunked losses against a plain full-logits log_softmax computed in the test.
-#include "core/loader.h"
-#include "core/loss.h"
+#include "model/loader.h"
+#include "model/loss.h"
 #include "tests/test_util.h"
 
 using namespace affinage;

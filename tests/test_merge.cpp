@@ -2,18 +2,19 @@
 // patterns, PEFT folders from elsewhere (adapter names in tensor names, modules_to_save), TIES and DARE on
 // hand-worked tensors, sharded and Mistral outputs loading back, CLI errors, and peak memory on a larger
 // synthetic checkpoint.
-#include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
-#include "core/checkpoint.h"
-#include "core/loader.h"
-#include "core/safetensors.h"
+#include "base/files.h"
+#include "io/model_folder.h"
+#include "io/safetensors.h"
 #include "lora/adapter.h"
 #include "lora/merge.h"
+#include "model/loader.h"
 #include "tests/test_util.h"
 
 using namespace affinage;
@@ -38,9 +39,8 @@ static at::Tensor make_adapter(const std::string& dir, const LoraConfig& cfg, ui
   for (auto& [n, lin] : m->linears())
     if (lin->has_lora()) lin->lora_B->weight.normal_(0, 0.05);
   AdapterInfo info;
-  info.r = cfg.r, info.alpha = cfg.alpha, info.rslora = cfg.rslora;
-  info.target_modules = expand_lora_targets(cfg.targets);
-  info.rank_pattern = cfg.rank_pattern, info.alpha_pattern = cfg.alpha_pattern;
+  info.lora = cfg;
+  info.lora.targets = expand_lora_targets(cfg.targets);
   info.base_model = kStories;
   for (auto& [n, t] : extra) info.modules_to_save.push_back(n);
   save_peft_adapter(*m, info, dir, extra);
@@ -58,7 +58,10 @@ static void expect_same_logits(const std::string& merged_dir, const std::string&
   auto ref = load_model(kStories, torch::kFloat64);
   load_adapter(*ref, adapter_dir);
   for (auto& [n, lin] : ref->linears())
-    if (lin->has_lora()) { lin->lora_A->to(torch::kFloat64); lin->lora_B->to(torch::kFloat64); }
+    if (lin->has_lora()) {
+      lin->lora_A->to(torch::kFloat64);
+      lin->lora_B->to(torch::kFloat64);
+    }
   EXPECT_TRUE(tensors_close(merged->forward(kIds), ref->forward(kIds), 1e-5)) << merged_dir << " (fp64)";
   auto m32 = load_model(merged_dir, torch::kFloat32)->forward(kIds);
   auto r32 = stories();
@@ -94,7 +97,8 @@ TEST(Merge, MergedLogitsEqualBasePlusAdapterF32) {
   // untouched tensors are copied bit for bit; the folder is complete
   WeightSource a(kStories), b(tmp + "/out");
   EXPECT_TRUE(torch::equal(a.load("model.norm.weight"), b.load("model.norm.weight")));
-  for (auto* f : {"config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json", "affinage_merge.json"})
+  for (auto* f :
+       {"config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json", "affinage_merge.json"})
     EXPECT_TRUE(fs::exists(tmp + "/out/" + f)) << f;
   auto cfg = nlohmann::json::parse(read_file(tmp + "/out/config.json"));
   EXPECT_EQ(cfg["torch_dtype"], "float32");
@@ -117,7 +121,10 @@ TEST(Merge, Bf16OutputWithinStatedTolerance) {
   // (measured: 0.24 of 18.3), and no more than twice what bf16 alone costs the base model (measured: 0.29).
   auto merged = load_model(tmp + "/out")->forward(kIds).to(torch::kFloat32);
   EXPECT_TRUE(tensors_close(merged, want, 0.03 * want.abs().max().item<double>()));
-  auto base_err = (stories(torch::kBFloat16)->forward(kIds).to(torch::kFloat32) - stories()->forward(kIds)).abs().max().item<double>();
+  auto base_err = (stories(torch::kBFloat16)->forward(kIds).to(torch::kFloat32) - stories()->forward(kIds))
+                      .abs()
+                      .max()
+                      .item<double>();
   auto merge_err = (merged - want).abs().max().item<double>();
   EXPECT_LT(merge_err, 2 * base_err) << "merge_err " << merge_err << " base_err " << base_err;
   // and the bf16 weights are exactly the fp32 merge rounded once
@@ -163,8 +170,9 @@ TEST(Merge, PeftFolderFromElsewhereWithModulesToSave) {
                     {{"base_model.model.model.layers.4.mlp.gate_proj.lora_A.default.weight", A},
                      {"base_model.model.model.layers.4.mlp.gate_proj.lora_B.default.weight", B},
                      {"base_model.model.model.norm.weight", norm}});
-  write_file_atomic(dir + "/adapter_config.json",
-                    R"({"peft_type":"LORA","target_modules":["gate_proj"],"r":2,"lora_alpha":3,"modules_to_save":["model.norm"]})");
+  write_file_atomic(
+      dir + "/adapter_config.json",
+      R"({"peft_type":"LORA","target_modules":["gate_proj"],"r":2,"lora_alpha":3,"modules_to_save":["model.norm"]})");
   auto s = merge(kStories, {{dir}}, tmp + "/out");
   EXPECT_EQ(s.lora_modules, 1u);
   EXPECT_EQ(s.replaced, 1u);
@@ -172,7 +180,8 @@ TEST(Merge, PeftFolderFromElsewhereWithModulesToSave) {
   EXPECT_TRUE(torch::equal(out.load("model.norm.weight"), norm));
   auto n = "model.layers.4.mlp.gate_proj.weight";
   EXPECT_TRUE(tensors_close(out.load(n), base.load(n) + torch::matmul(B, A) * 1.5, 1e-6));
-  EXPECT_TRUE(torch::equal(out.load("model.layers.4.mlp.up_proj.weight"), base.load("model.layers.4.mlp.up_proj.weight")));
+  EXPECT_TRUE(
+      torch::equal(out.load("model.layers.4.mlp.up_proj.weight"), base.load("model.layers.4.mlp.up_proj.weight")));
   expect_same_logits(tmp + "/out", dir);
   // an adapter for another model: the module and the base tensor are named
   write_safetensors(dir + "/adapter_model.safetensors",
@@ -233,7 +242,8 @@ TEST(Merge, DareHandChecked) {
   auto l = combine_deltas({ones, -3 * ones}, {1.0, 1.0}, CombineOptions{MergeMethod::DareLinear, 0.5, 7}, "layer.w");
   EXPECT_TRUE(torch::equal(h == 2, l == 2));
   // density 1 is no pruning at all
-  EXPECT_TRUE(torch::equal(combine_deltas({ones}, {0.5}, CombineOptions{MergeMethod::DareLinear, 1.0, 7}, "x"), 0.5 * ones));
+  EXPECT_TRUE(
+      torch::equal(combine_deltas({ones}, {0.5}, CombineOptions{MergeMethod::DareLinear, 1.0, 7}, "x"), 0.5 * ones));
 }
 
 TEST(Merge, TwoAdaptersTiesOnAModel) {
@@ -247,10 +257,13 @@ TEST(Merge, TwoAdaptersTiesOnAModel) {
   auto n = std::string("model.layers.1.self_attn.k_proj");
   auto delta = [&](const std::string& d) {
     SafetensorsFile f(d + "/adapter_model.safetensors");
-    return torch::matmul(f.load("base_model.model." + n + ".lora_B.weight"), f.load("base_model.model." + n + ".lora_A.weight")) * 2.0;
+    return torch::matmul(f.load("base_model.model." + n + ".lora_B.weight"),
+                         f.load("base_model.model." + n + ".lora_A.weight")) *
+           2.0;
   };
-  auto want = WeightSource(kStories).load(n + ".weight") +
-              combine_deltas({delta(tmp + "/a1"), delta(tmp + "/a2")}, {1.0, 0.5}, {MergeMethod::Ties, 0.3, 0}, n + ".weight");
+  auto want =
+      WeightSource(kStories).load(n + ".weight") +
+      combine_deltas({delta(tmp + "/a1"), delta(tmp + "/a2")}, {1.0, 0.5}, {MergeMethod::Ties, 0.3, 0}, n + ".weight");
   EXPECT_TRUE(tensors_close(WeightSource(tmp + "/out").load(n + ".weight"), want, 1e-7));
   auto rec = nlohmann::json::parse(read_file(tmp + "/out/affinage_merge.json"));
   EXPECT_EQ(rec["method"], "ties");
@@ -262,10 +275,12 @@ TEST(Merge, TwoAdaptersTiesOnAModel) {
 TEST(Merge, ShardedAndMistralOutputsLoadBack) {
   auto tmp = affinage::test::temp_dir("merge_fmt");
   make_adapter(tmp + "/ad", all_linear(), 4);
-  merge(kStories, {{tmp + "/ad"}}, tmp + "/sharded", [](MergeOptions& o) { o.shard_bytes = parse_byte_size("200KB", "x"); });
+  merge(kStories, {{tmp + "/ad"}}, tmp + "/sharded",
+        [](MergeOptions& o) { o.shard_bytes = parse_byte_size("200KB", "x"); });
   EXPECT_TRUE(fs::exists(tmp + "/sharded/model.safetensors.index.json"));
   int shards = 0;
-  for (auto& e : fs::directory_iterator(tmp + "/sharded")) shards += e.path().filename().string().rfind("model-0000", 0) == 0;
+  for (auto& e : fs::directory_iterator(tmp + "/sharded"))
+    shards += e.path().filename().string().rfind("model-0000", 0) == 0;
   EXPECT_GE(shards, 4);  // 1.04 MB in shards of at most 200 kB (a tensor never splits)
   EXPECT_FALSE(fs::exists(tmp + "/sharded/model.safetensors"));
   EXPECT_EQ(WeightSource(tmp + "/sharded").format(), "hf-sharded");
@@ -342,20 +357,23 @@ TEST(Merge, PeakMemoryStaysNearOneShardOnALargerCheckpoint) {
   }
   fs::create_directories(tmp + "/ad");
   write_safetensors(tmp + "/ad/adapter_model.safetensors", ad);
-  write_file_atomic(tmp + "/ad/adapter_config.json", R"({"peft_type":"LORA","target_modules":"all-linear","r":8,"lora_alpha":16})");
+  write_file_atomic(tmp + "/ad/adapter_config.json",
+                    R"({"peft_type":"LORA","target_modules":"all-linear","r":8,"lora_alpha":16})");
   ASSERT_GT(model_bytes, 200u << 20);
   // Baseline: the same command on the tiny model (the binary, LibTorch and its threads).
   int code = 0;
   make_adapter(tmp + "/small_ad", all_linear(), 5);
-  long small = child_peak_rss_kb({"merge", "--model", kStories, "--adapter", tmp + "/small_ad", "--out", tmp + "/small_out",
-                                  "--threads", "1"}, &code);
+  long small = child_peak_rss_kb(
+      {"merge", "--model", kStories, "--adapter", tmp + "/small_ad", "--out", tmp + "/small_out", "--threads", "1"},
+      &code);
   ASSERT_EQ(code, 0);
   long big = child_peak_rss_kb({"merge", "--model", tmp + "/big", "--adapter", tmp + "/ad", "--out", tmp + "/big_out",
-                                "--shard-size", "32MB", "--threads", "1"}, &code);
+                                "--shard-size", "32MB", "--threads", "1"},
+                               &code);
   ASSERT_EQ(code, 0);
   double growth_mb = double(big - small) / 1024.0, model_mb = double(model_bytes) / (1 << 20);
-  std::cout << "[ merge peak RSS ] tiny model " << small / 1024 << " MiB, " << model_mb << " MiB model with 32 MB shards "
-            << big / 1024 << " MiB: growth " << growth_mb << " MiB\n";
+  std::cout << "[ merge peak RSS ] tiny model " << small / 1024 << " MiB, " << model_mb
+            << " MiB model with 32 MB shards " << big / 1024 << " MiB: growth " << growth_mb << " MiB\n";
   // One 32 MB shard pending + a few tensors of at most 16 MiB in flight (measured: 55 MiB); the whole model is
   // 228 MiB, and a merge holding base and result would grow by twice that.
   EXPECT_LT(growth_mb, 32 + 4 * 16);
@@ -364,7 +382,9 @@ TEST(Merge, PeakMemoryStaysNearOneShardOnALargerCheckpoint) {
   auto n = std::string("model.layers.3.mlp.down_proj");
   SafetensorsFile f(tmp + "/ad/adapter_model.safetensors");
   auto want = WeightSource(tmp + "/big").load(n + ".weight") +
-              torch::matmul(f.load("base_model.model." + n + ".lora_B.weight"), f.load("base_model.model." + n + ".lora_A.weight")) * 2.0;
+              torch::matmul(f.load("base_model.model." + n + ".lora_B.weight"),
+                            f.load("base_model.model." + n + ".lora_A.weight")) *
+                  2.0;
   EXPECT_TRUE(tensors_close(WeightSource(tmp + "/big_out").load(n + ".weight"), want, 1e-6));
   fs::remove_all(tmp);
 }
@@ -375,7 +395,8 @@ TEST(Merge, CliErrorsNameTheOptionAndWhatToDo) {
                                    "/o' --method ties");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("--density"), std::string::npos) << r.err;
-  r = affinage::test::run_cli("merge --model '" + kStories + "' --adapter '" + tmp + "/nope:0.5' --out '" + tmp + "/o'");
+  r = affinage::test::run_cli("merge --model '" + kStories + "' --adapter '" + tmp + "/nope:0.5' --out '" + tmp +
+                              "/o'");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find(tmp + "/nope' does not exist"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(tmp + "/o"));
@@ -384,8 +405,11 @@ TEST(Merge, CliErrorsNameTheOptionAndWhatToDo) {
   EXPECT_NE(r.err.find("adapter"), std::string::npos) << r.err;
   // library-level checks (no process start): method, density, occupied output folder
   expect_error([] { parse_merge_method("avg"); }, {"avg", "linear, ties, dare_linear, dare_ties"});
-  expect_error([&] { merge(kStories, {{tmp}}, tmp + "/o", [](MergeOptions& o) { o.combine = {MergeMethod::Ties, 1.5, 0}; }); },
-               {"density", "(0, 1]"});
+  expect_error(
+      [&] { merge(kStories, {{tmp}}, tmp + "/o", [](MergeOptions& o) {
+              o.combine = {MergeMethod::Ties, 1.5, 0};
+            }); },
+      {"density", "(0, 1]"});
   fs::create_directories(tmp + "/full");
   write_file_atomic(tmp + "/full/x", "x");
   make_adapter(tmp + "/ad", all_linear(), 6);

@@ -1,13 +1,13 @@
 // The decoder against independent references: llama2.c's greedy output on stories260K, a hand-written
 // attention loop (GQA by explicit head repetition, explicit masks), RoPE as complex rotation, KV cache vs
 // full forward, packed rows vs documents run alone, activation checkpointing vs plain backward.
-#include <fstream>
 #include <cmath>
+#include <fstream>
 #include <nlohmann/json.hpp>
-#include "core/attention.h"
-#include "core/generate.h"
-#include "core/loader.h"
-#include "core/model.h"
+#include "model/attention.h"
+#include "model/generate.h"
+#include "model/loader.h"
+#include "model/model.h"
 #include "tests/test_util.h"
 
 using namespace affinage;
@@ -46,7 +46,8 @@ static at::Tensor reference_attention(const at::Tensor& q, const at::Tensor& k, 
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       int64_t kh = h / (H / Hkv);
-      auto s = torch::matmul(q[b][h].to(torch::kDouble), k[b][kh].to(torch::kDouble).t()) / std::sqrt(double(q.size(3)));
+      auto s =
+          torch::matmul(q[b][h].to(torch::kDouble), k[b][kh].to(torch::kDouble).t()) / std::sqrt(double(q.size(3)));
       s = s.masked_fill(allowed[b].logical_not(), -INFINITY);
       out[b][h] = torch::matmul(torch::softmax(s, -1), v[b][kh].to(torch::kDouble));
     }
@@ -184,13 +185,12 @@ TEST(Model, ActivationCheckpointingGivesSameGradients) {
     auto m = stories();
     torch::manual_seed(5);  // the same adapter weights in both runs
     for (auto& [name, lin] : m->linears()) {
-      LoraSpec s; s.r = 4; s.alpha = 8; s.dropout = 0.1;  // dropout: recompute must redraw the same mask
-      lin->attach_lora(s);
+      lin->attach_lora(4, /*scale=*/2.0, /*dropout=*/0.1);  // dropout: recompute must redraw the same mask
       torch::NoGradGuard ng;
       lin->lora_B->weight.normal_(0, 0.1);
     }
     m->train();
-    m->set_activation_checkpointing(ckpt);
+    m->set_recompute_layers(ckpt);
     torch::manual_seed(123);
     auto ids = torch::tensor({{1L, 403L, 407L, 261L, 378L, 432L}});
     auto logits = m->forward(ids);

@@ -1,8 +1,8 @@
 // AdamW against LibTorch's own torch::optim::AdamW, clipping against the formula, schedules by hand.
-#include <cmath>
 #include <torch/optim/adamw.h>
-#include "core/optim.h"
+#include <cmath>
 #include "tests/test_util.h"
+#include "train/optim.h"
 
 using namespace affinage;
 using affinage::test::tensors_close;
@@ -14,13 +14,17 @@ TEST(Optim, AdamWMatchesTorchAdamW) {
   auto w2 = w.detach().clone().requires_grad_(true), n2 = n.detach().clone().requires_grad_(true);
   OptimConfig c;
   c.weight_decay = 0.1;
-  c.beta1 = 0.8; c.beta2 = 0.95; c.eps = 1e-6;
+  c.beta1 = 0.8;
+  c.beta2 = 0.95;
+  c.eps = 1e-6;
   AdamW ours({{"model.layers.0.mlp.up_proj.weight", w, true}, {"model.norm.weight", n, false}}, c);
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(std::vector<torch::Tensor>{w2}, std::make_unique<torch::optim::AdamWOptions>(
-      torch::optim::AdamWOptions(1e-2).betas({0.8, 0.95}).eps(1e-6).weight_decay(0.1)));
-  groups.emplace_back(std::vector<torch::Tensor>{n2}, std::make_unique<torch::optim::AdamWOptions>(
-      torch::optim::AdamWOptions(1e-2).betas({0.8, 0.95}).eps(1e-6).weight_decay(0.0)));
+  groups.emplace_back(std::vector<torch::Tensor>{w2},
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(1e-2).betas({0.8, 0.95}).eps(1e-6).weight_decay(0.1)));
+  groups.emplace_back(std::vector<torch::Tensor>{n2},
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(1e-2).betas({0.8, 0.95}).eps(1e-6).weight_decay(0.0)));
   torch::optim::AdamW ref(groups, torch::optim::AdamWOptions(1e-2));
   for (int s = 0; s < 5; ++s) {
     auto x = torch::randn({3, 5});
@@ -36,10 +40,16 @@ TEST(Optim, AdamWMatchesTorchAdamW) {
   }
 }
 
-TEST(Optim, DecayOnlyOnMatrices) {
+TEST(Optim, DecayOnlyOnMatricesThatAreNotNormsOrBiases) {
   EXPECT_TRUE(wants_weight_decay("model.layers.0.self_attn.q_proj.lora_A.weight", torch::zeros({2, 2})));
+  EXPECT_TRUE(wants_weight_decay("lm_head.weight", torch::zeros({3, 2})));
+  // 1-D tensors never decay, whatever their name...
   EXPECT_FALSE(wants_weight_decay("model.layers.0.input_layernorm.weight", torch::zeros({2})));
-  EXPECT_FALSE(wants_weight_decay("model.norm.weight", torch::zeros({2})));
+  EXPECT_FALSE(wants_weight_decay("model.layers.0.mlp.up_proj.weight", torch::zeros({2})));
+  // ...and the name rule holds for tensors of two or more dimensions too (a norm or bias stored as a matrix).
+  EXPECT_FALSE(wants_weight_decay("model.norm.weight", torch::zeros({2, 2})));
+  EXPECT_FALSE(wants_weight_decay("model.layers.0.post_attention_layernorm.weight", torch::zeros({1, 4})));
+  EXPECT_FALSE(wants_weight_decay("model.layers.0.self_attn.q_proj.bias", torch::zeros({4, 1})));
 }
 
 TEST(Optim, ClipGradNormScalesToMaxNorm) {
@@ -57,7 +67,7 @@ TEST(Optim, ClipGradNormScalesToMaxNorm) {
 TEST(Optim, SchedulesByHand) {
   ScheduleConfig s;
   s.warmup_steps = 4;
-  s.type = "cosine";
+  s.type = Schedule::Cosine;
   EXPECT_DOUBLE_EQ(lr_at(s, 1.0, 0, 14), 0.0);
   EXPECT_DOUBLE_EQ(lr_at(s, 1.0, 2, 14), 0.5);
   EXPECT_DOUBLE_EQ(lr_at(s, 1.0, 4, 14), 1.0);
@@ -65,10 +75,10 @@ TEST(Optim, SchedulesByHand) {
   EXPECT_NEAR(lr_at(s, 1.0, 14, 14), 0.0, 1e-12);
   s.min_lr_ratio = 0.1;
   EXPECT_NEAR(lr_at(s, 2.0, 9, 14), 2.0 * (0.1 + 0.9 * 0.5), 1e-12);
-  s.type = "linear";
+  s.type = Schedule::Linear;
   s.min_lr_ratio = 0.0;
   EXPECT_NEAR(lr_at(s, 1.0, 9, 14), 0.5, 1e-12);
   EXPECT_NEAR(lr_at(s, 1.0, 13, 14), 0.1, 1e-12);
-  s.type = "constant";
+  s.type = Schedule::Constant;
   EXPECT_DOUBLE_EQ(lr_at(s, 3.0, 13, 14), 3.0);
 }

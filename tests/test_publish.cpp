@@ -3,11 +3,11 @@
 // provenance manifest whose hashes match; a merged model publishes with its merge record; errors.
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include "core/files.h"
-#include "core/loader.h"
-#include "core/publish.h"
-#include "core/safetensors.h"
+#include "app/publish.h"
+#include "base/files.h"
+#include "io/safetensors.h"
 #include "lora/merge.h"
+#include "model/loader.h"
 #include "tests/test_util.h"
 
 using namespace affinage;
@@ -27,7 +27,8 @@ TEST(Publish, Sha256MatchesStandardVectors) {
   };
   EXPECT_EQ(hex("", 1), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(hex("abc", 1), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  const std::string two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";  // 56 bytes: padding spills a block
+  const std::string two =
+      "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";  // 56 bytes: padding spills a block
   EXPECT_EQ(hex(two, 7), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   const std::string million(1000000, 'a');
   EXPECT_EQ(hex(million, 4093), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
@@ -62,7 +63,8 @@ static const std::string& run_dir() {
 TEST(Publish, AdapterFromARealRunHasFilesCardAndProvenance) {
   const std::string run = run_dir();
   auto tmp = affinage::test::temp_dir("publish_ad");
-  auto r = affinage::test::run_cli("publish --adapter '" + run + "/adapter' --out '" + tmp + "/pub' --name me/stories-shakespeare --license mit");
+  auto r = affinage::test::run_cli("publish --adapter '" + run + "/adapter' --out '" + tmp +
+                                   "/pub' --name me/stories-shakespeare --license mit");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_HAS(r.out, "huggingface-cli upload me/stories-shakespeare " + tmp + "/pub .");
   EXPECT_HAS(r.err, "--base-model");  // the base is a local folder: the card cannot link it by itself
@@ -85,7 +87,8 @@ TEST(Publish, AdapterFromARealRunHasFilesCardAndProvenance) {
   std::snprintf(buf, sizeof buf, "| eval_loss | %.5g | %.5g |", summary["initial_eval"]["eval_loss"].get<double>(),
                 summary["eval"]["eval_loss"].get<double>());
   EXPECT_HAS(card, buf);
-  std::snprintf(buf, sizeof buf, "| eval_perplexity | %.5g |", std::exp(summary["initial_eval"]["eval_loss"].get<double>()));
+  std::snprintf(buf, sizeof buf, "| eval_perplexity | %.5g |",
+                std::exp(summary["initial_eval"]["eval_loss"].get<double>()));
   EXPECT_HAS(card, buf);
   EXPECT_HAS(card, "| rows | " + std::to_string(stats["train"]["rows"].get<int64_t>()) + " | " +
                        std::to_string(stats["eval"]["rows"].get<int64_t>()) + " |");
@@ -102,8 +105,10 @@ TEST(Publish, AdapterFromARealRunHasFilesCardAndProvenance) {
   auto prov = json::parse(read_file(pub + "/provenance.json"));
   EXPECT_EQ(prov["kind"], "adapter");
   EXPECT_EQ(prov["affinage_version"], AFFINAGE_VERSION);
-  EXPECT_EQ(prov["published_files"]["adapter_model.safetensors"], sha256_file(run + "/adapter/adapter_model.safetensors"));
-  EXPECT_EQ(prov["base_model"]["weights"]["model.safetensors"], sha256_file(repo_path("models/stories260K/model.safetensors")));
+  EXPECT_EQ(prov["published_files"]["adapter_model.safetensors"],
+            sha256_file(run + "/adapter/adapter_model.safetensors"));
+  EXPECT_EQ(prov["base_model"]["weights"]["model.safetensors"],
+            sha256_file(repo_path("models/stories260K/model.safetensors")));
   ASSERT_EQ(prov["datasets"].size(), 2u);
   EXPECT_EQ(prov["datasets"][0]["role"], "train[0]");
   EXPECT_EQ(prov["datasets"][0]["sha256"], sha256_file(repo_path("datasets/data/shakespeare_train.jsonl")));
@@ -117,8 +122,10 @@ TEST(Publish, AdapterFromARealRunHasFilesCardAndProvenance) {
   o.datasets = {"someone/shakespeare"};
   auto res = publish(o);
   EXPECT_EQ(res.name, "pub2");
-  EXPECT_EQ(json::parse(read_file(tmp + "/pub2/adapter_config.json"))["base_model_name_or_path"], "karpathy/tinyllamas");
-  EXPECT_EQ(json::parse(read_file(run + "/adapter/adapter_config.json"))["base_model_name_or_path"], repo_path("models/stories260K"));
+  EXPECT_EQ(json::parse(read_file(tmp + "/pub2/adapter_config.json"))["base_model_name_or_path"],
+            "karpathy/tinyllamas");
+  EXPECT_EQ(json::parse(read_file(run + "/adapter/adapter_config.json"))["base_model_name_or_path"],
+            repo_path("models/stories260K"));
   auto card2 = read_file(tmp + "/pub2/README.md");
   EXPECT_HAS(card2, "base_model: \"karpathy/tinyllamas\"");
   EXPECT_HAS(card2, "license: \"other\"");
@@ -135,8 +142,8 @@ TEST(Publish, MergedModelCarriesItsMergeAndTheAdaptersRun) {
   PublishOptions o;
   o.model_dir = tmp + "/merged", o.out_dir = tmp + "/pub", o.name = "me/stories-merged", o.license = "mit";
   auto res = publish(o);
-  for (auto* f : {"model.safetensors", "config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json",
-                  "LICENSE", "affinage_merge.json", "README.md", "provenance.json"})
+  for (auto* f : {"model.safetensors", "config.json", "generation_config.json", "tokenizer.model",
+                  "tokenizer_config.json", "LICENSE", "affinage_merge.json", "README.md", "provenance.json"})
     EXPECT_TRUE(fs::exists(tmp + "/pub/" + f)) << f;
   EXPECT_EQ(sha256_file(tmp + "/pub/model.safetensors"), sha256_file(tmp + "/merged/model.safetensors"));
   auto card = read_file(tmp + "/pub/README.md");
@@ -148,8 +155,10 @@ TEST(Publish, MergedModelCarriesItsMergeAndTheAdaptersRun) {
   EXPECT_HAS(card, "| eval_loss |");  // found through the merge record: adapter -> its run
   auto prov = json::parse(read_file(tmp + "/pub/provenance.json"));
   EXPECT_EQ(prov["kind"], "model");
-  EXPECT_EQ(prov["merged_adapters"][0]["files"]["adapter_model.safetensors"], sha256_file(run + "/adapter/adapter_model.safetensors"));
-  EXPECT_EQ(prov["base_model"]["weights"]["model.safetensors"], sha256_file(repo_path("models/stories260K/model.safetensors")));
+  EXPECT_EQ(prov["merged_adapters"][0]["files"]["adapter_model.safetensors"],
+            sha256_file(run + "/adapter/adapter_model.safetensors"));
+  EXPECT_EQ(prov["base_model"]["weights"]["model.safetensors"],
+            sha256_file(repo_path("models/stories260K/model.safetensors")));
   EXPECT_EQ(prov["run"]["path"], fs::absolute(run).lexically_normal().string());
   load_model(tmp + "/pub");  // the published folder is a model folder
   fs::remove_all(tmp);
@@ -161,7 +170,8 @@ TEST(Publish, WithoutARunAndErrors) {
   write_safetensors(tmp + "/ad/adapter_model.safetensors",
                     {{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", torch::zeros({2, 64})},
                      {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", torch::zeros({64, 2})}});
-  write_file_atomic(tmp + "/ad/adapter_config.json", R"({"peft_type":"LORA","base_model_name_or_path":"mistralai/Mistral-7B-v0.3"})");
+  write_file_atomic(tmp + "/ad/adapter_config.json",
+                    R"({"peft_type":"LORA","base_model_name_or_path":"mistralai/Mistral-7B-v0.3"})");
   PublishOptions o;
   o.adapter_dir = tmp + "/ad", o.out_dir = tmp + "/pub";
   auto res = publish(o);

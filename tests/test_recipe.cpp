@@ -1,12 +1,12 @@
 // Recipe parsing: values and defaults land in the structs, every kind of mistake is an error naming the key
 // path and the file, `--set` overrides, the resolved-dump round trip, and docs/recipes.md cannot drift.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include "core/error.h"
-#include "core/recipe.h"
+#include "base/error.h"
+#include "config/recipe_file.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -129,7 +129,7 @@ void expect_same_recipe(const Recipe& a, const Recipe& b) {
 TEST(Recipe, FullRecipeParsesToTheWrittenValues) {
   Recipe r = load_text(kFull);
   EXPECT_EQ(r.name, "full");
-  EXPECT_EQ(r.stage, "dpo");
+  EXPECT_EQ(r.stage, Stage::Dpo);
   EXPECT_EQ(r.model, "models/x");
   EXPECT_EQ(r.output_dir, "runs/full");
   EXPECT_EQ(r.seed, 7);
@@ -149,7 +149,7 @@ TEST(Recipe, FullRecipeParsesToTheWrittenValues) {
   EXPECT_EQ(r.data.eval->format, "text");
   EXPECT_EQ(r.data.seq_len, 512);
   EXPECT_TRUE(r.data.packing);
-  EXPECT_EQ(r.data.truncation, "drop");
+  EXPECT_EQ(r.data.truncation, Truncation::Drop);
   EXPECT_EQ(r.data.chat_format, "mistral_v3");
   EXPECT_EQ(r.data.columns, (std::map<std::string, std::string>{{"prompt", "question"}, {"chosen", "response_j"}}));
   EXPECT_EQ(r.lora.r, 4);
@@ -166,7 +166,7 @@ TEST(Recipe, FullRecipeParsesToTheWrittenValues) {
   EXPECT_EQ(r.optim.beta2, 0.95);
   EXPECT_EQ(r.optim.eps, 1e-6);
   EXPECT_EQ(r.optim.grad_clip, 0.5);
-  EXPECT_EQ(r.schedule.type, "linear");
+  EXPECT_EQ(r.schedule.type, Schedule::Linear);
   EXPECT_EQ(r.schedule.warmup_steps, 20);
   EXPECT_EQ(r.schedule.min_lr_ratio, 0.1);
   EXPECT_EQ(r.train.batch_size, 4);
@@ -184,8 +184,8 @@ TEST(Recipe, FullRecipeParsesToTheWrittenValues) {
 
 TEST(Recipe, DefaultsFillEveryKeyNotWritten) {
   Recipe r = load_text(kMinimal);
-  // The values documented in core/recipe.h, written out by hand.
-  EXPECT_EQ(r.stage, "sft");
+  // The values documented in config/recipe.h, written out by hand.
+  EXPECT_EQ(r.stage, Stage::Sft);
   EXPECT_EQ(r.seed, 42);
   EXPECT_EQ(r.device, "auto");
   EXPECT_EQ(r.dtype, "bf16");
@@ -199,7 +199,7 @@ TEST(Recipe, DefaultsFillEveryKeyNotWritten) {
   EXPECT_EQ(r.data.eval_split, 0.0);
   EXPECT_EQ(r.data.seq_len, 2048);
   EXPECT_FALSE(r.data.packing);
-  EXPECT_EQ(r.data.truncation, "right");
+  EXPECT_EQ(r.data.truncation, Truncation::Right);
   EXPECT_EQ(r.data.chat_format, "auto");
   EXPECT_TRUE(r.data.columns.empty());
   EXPECT_EQ(r.lora.r, 8);
@@ -215,7 +215,7 @@ TEST(Recipe, DefaultsFillEveryKeyNotWritten) {
   EXPECT_EQ(r.optim.beta2, 0.999);
   EXPECT_EQ(r.optim.eps, 1e-8);
   EXPECT_EQ(r.optim.grad_clip, 1.0);
-  EXPECT_EQ(r.schedule.type, "cosine");
+  EXPECT_EQ(r.schedule.type, Schedule::Cosine);
   EXPECT_EQ(r.schedule.warmup_steps, 0);
   EXPECT_EQ(r.schedule.min_lr_ratio, 0.0);
   EXPECT_EQ(r.train.batch_size, 1);
@@ -250,15 +250,18 @@ TEST(Recipe, UnknownKeyNamesPathFileAndSuggestion) {
   EXPECT_THAT(e, HasSubstr("unknown key 'lora.rnak' (did you mean 'lora.r'?"));
   EXPECT_THAT(e, HasSubstr("alpha"));  // lists the keys that are allowed there
 
-  EXPECT_THAT(error_of(minimal_with(R"("optim": {"bata1": 0.9})")), HasSubstr("unknown key 'optim.bata1' (did you mean 'optim.beta1'?"));
+  EXPECT_THAT(error_of(minimal_with(R"("optim": {"bata1": 0.9})")),
+              HasSubstr("unknown key 'optim.bata1' (did you mean 'optim.beta1'?"));
   EXPECT_THAT(error_of(minimal_with(R"("schedule": {"warmup_step": 3})")),
               HasSubstr("unknown key 'schedule.warmup_step' (did you mean 'schedule.warmup_steps'?"));
   // A key of another section written at the top level, and a PEFT/transformers name.
   EXPECT_THAT(error_of(minimal_with(R"("lr": 0.1)")), HasSubstr("unknown key 'lr' (did you mean 'optim.lr'?"));
   EXPECT_THAT(error_of(minimal_with(R"("optim": {"learning_rate": 0.1})")),
               HasSubstr("unknown key 'optim.learning_rate' (did you mean 'optim.lr'?"));
-  EXPECT_THAT(error_of(R"({"name": "t", "model": "m", "output_dir": "o", "data": {"train": [{"path": "d", "fromat": "text"}]}})"),
-              HasSubstr("unknown key 'data.train.0.fromat' (did you mean 'data.train.0.format'?"));
+  EXPECT_THAT(
+      error_of(
+          R"({"name": "t", "model": "m", "output_dir": "o", "data": {"train": [{"path": "d", "fromat": "text"}]}})"),
+      HasSubstr("unknown key 'data.train.0.fromat' (did you mean 'data.train.0.format'?"));
   // Nothing close: no suggestion, but still the path.
   std::string far = error_of(minimal_with(R"("zzzzzzzz": 1)"));
   EXPECT_THAT(far, HasSubstr("unknown key 'zzzzzzzz'"));
@@ -283,7 +286,8 @@ TEST(Recipe, WrongTypeNamesPathExpectedAndFound) {
   EXPECT_THAT(e, HasSubstr("'data.columns.prompt' must be a string, found number 3"));
   e = error_of(minimal_with(R"("lora": {"r": 4, "alpha": 8, "r": 16})"));  // the second would silently win
   EXPECT_THAT(e, HasSubstr("key 'lora.r' appears twice"));
-  e = error_of(R"({"name": "t", "model": "m", "output_dir": "o", "data": {"train": [{"path": "a"}, {"path": "b", "path": "c"}]}})");
+  e = error_of(
+      R"({"name": "t", "model": "m", "output_dir": "o", "data": {"train": [{"path": "a"}, {"path": "b", "path": "c"}]}})");
   EXPECT_THAT(e, HasSubstr("key 'data.train.1.path' appears twice"));
   EXPECT_THAT(error_of(R"([1, 2])"), HasSubstr("top level must be a JSON object"));
 }
@@ -301,19 +305,27 @@ TEST(Recipe, MissingRequiredKeysAreNamed) {
   std::string e = error_of(R"({"name": "t", "output_dir": "o", "data": {"train": "d"}})", {}, "missing.json");
   EXPECT_THAT(e, HasSubstr("missing.json"));
   EXPECT_THAT(e, HasSubstr("missing required key 'model'"));
-  EXPECT_THAT(error_of(R"({"model": "m", "output_dir": "o", "data": {"train": "d"}})"), HasSubstr("missing required key 'name'"));
-  EXPECT_THAT(error_of(R"({"name": "t", "model": "m", "data": {"train": "d"}})"), HasSubstr("missing required key 'output_dir'"));
-  EXPECT_THAT(error_of(R"({"name": "t", "model": "m", "output_dir": "o"})"), HasSubstr("missing required key 'data.train'"));
-  EXPECT_THAT(error_of(R"({"name": "t", "model": "m", "output_dir": "o", "data": {}})"), HasSubstr("missing required key 'data.train'"));
+  EXPECT_THAT(error_of(R"({"model": "m", "output_dir": "o", "data": {"train": "d"}})"),
+              HasSubstr("missing required key 'name'"));
+  EXPECT_THAT(error_of(R"({"name": "t", "model": "m", "data": {"train": "d"}})"),
+              HasSubstr("missing required key 'output_dir'"));
+  EXPECT_THAT(error_of(R"({"name": "t", "model": "m", "output_dir": "o"})"),
+              HasSubstr("missing required key 'data.train'"));
+  EXPECT_THAT(error_of(R"({"name": "t", "model": "m", "output_dir": "o", "data": {}})"),
+              HasSubstr("missing required key 'data.train'"));
   EXPECT_THAT(error_of(R"({"name": "t", "model": "m", "output_dir": "o", "data": {"train": [{"format": "text"}]}})"),
               HasSubstr("missing required key 'data.train.0.path'"));
   EXPECT_THAT(error_of(R"({"name": "t", "model": "m", "output_dir": "o", "data": {"train": []}})"),
               HasSubstr("'data.train' must list at least one"));
-  EXPECT_THAT(error_of(R"({"name": "", "model": "m", "output_dir": "o", "data": {"train": "d"}})"), HasSubstr("'name' must not be empty"));
+  EXPECT_THAT(error_of(R"({"name": "", "model": "m", "output_dir": "o", "data": {"train": "d"}})"),
+              HasSubstr("'name' must not be empty"));
 }
 
 TEST(Recipe, OutOfRangeValuesAreErrors) {
-  struct Case { const char* extra; const char* key; };
+  struct Case {
+    const char* extra;
+    const char* key;
+  };
   const Case cases[] = {
       {R"("lora": {"r": 0})", "'lora.r' must be >= 1"},
       {R"("lora": {"alpha": 0})", "'lora.alpha' must be > 0"},
@@ -331,16 +343,20 @@ TEST(Recipe, OutOfRangeValuesAreErrors) {
       {R"("lora": {"rank_pattern": {"q_proj": 0}})", "'lora.rank_pattern.q_proj' must be >= 1"},
       {R"("lora": {"targets": ["q_proj", "qkv"]})", "'lora.targets.1' must be one of q_proj, k_proj"},
       {R"("lora": {"targets": ["all-linear", "q_proj"]})", "'lora.targets' lists \"all-linear\" with other modules"},
-      {R"("lora": {"targets": "q_proj"})", "'lora.targets' must be an array of module names or the string \"all-linear\""},
+      {R"("lora": {"targets": "q_proj"})",
+       "'lora.targets' must be an array of module names or the string \"all-linear\""},
       {R"("lora": {"targets": []})", "'lora.targets' is empty"},
-      {R"("schedule": {"type": "cosin"})", "'schedule.type' must be one of constant, linear, cosine; found \"cosin\" (did you mean 'cosine'?)"},
+      {R"("schedule": {"type": "cosin"})",
+       "'schedule.type' must be one of constant, linear, cosine; found \"cosin\" (did you mean 'cosine'?)"},
       {R"("device": "gpu")", "'device' must be one of auto, cpu, cuda, cuda:N"},
       {R"("device": "cuda:x")", "'device' must be one of"},
       {R"("dtype": "fp16")", "'dtype' must be one of bf16, f32"},
       {R"("stage": "ppo")", "'stage' must be one of sft, dpo"},
-      {R"("data": {"train": [{"path": "d", "format": "chat"}]})", "'data.train.0.format' must be one of auto, text, messages"},
+      {R"("data": {"train": [{"path": "d", "format": "chat"}]})",
+       "'data.train.0.format' must be one of auto, text, messages"},
       {R"("data": {"train": "d", "truncation": "left"})", "'data.truncation' must be one of right, drop"},
-      {R"("data": {"train": "d", "chat_format": "llama3"})", "'data.chat_format' must be one of auto, mistral_v1, mistral_v3"},
+      {R"("data": {"train": "d", "chat_format": "llama3"})",
+       "'data.chat_format' must be one of auto, mistral_v1, mistral_v3"},
       {R"("data": {"train": "d", "eval": "e", "eval_split": 0.1})", "'data.eval' and 'data.eval_split' are both set"},
   };
   for (auto& c : cases) {
@@ -361,7 +377,8 @@ TEST(Recipe, AllLinearAndShorthands) {
   EXPECT_EQ(r.lora.targets, (std::vector<std::string>{"all-linear"}));
   r = load_text(minimal_with(R"("lora": {"targets": ["all-linear"]})"));
   EXPECT_EQ(r.lora.targets, (std::vector<std::string>{"all-linear"}));
-  r = load_text(R"({"name": "t", "model": "m", "output_dir": "o", "data": {"train": ["a.jsonl", {"path": "b.jsonl", "weight": 3}], "eval": "e.jsonl"}})");
+  r = load_text(
+      R"({"name": "t", "model": "m", "output_dir": "o", "data": {"train": ["a.jsonl", {"path": "b.jsonl", "weight": 3}], "eval": "e.jsonl"}})");
   ASSERT_EQ(r.data.train.size(), 2u);
   EXPECT_EQ(r.data.train[0].path, "a.jsonl");
   EXPECT_EQ(r.data.train[1].path, "b.jsonl");
@@ -374,14 +391,15 @@ TEST(Recipe, AllLinearAndShorthands) {
 }
 
 TEST(Recipe, SetOverrides) {
-  Recipe r = load_text(kMinimal, {"optim.lr=1e-3", "output_dir=runs/b", "data.packing=true", "lora.targets=[\"q_proj\"]",
-                                  "data.train.0.path=x.jsonl", "data.train.1.path=y.jsonl", "data.columns.prompt=question",
-                                  "lora.rank_pattern.q_proj=4", "train.train_modules.0=norm"});
-  EXPECT_EQ(r.optim.lr, 1e-3);                    // number
-  EXPECT_EQ(r.output_dir, "runs/b");              // not JSON: a plain string
-  EXPECT_TRUE(r.data.packing);                    // bool
+  Recipe r =
+      load_text(kMinimal, {"optim.lr=1e-3", "output_dir=runs/b", "data.packing=true", "lora.targets=[\"q_proj\"]",
+                           "data.train.0.path=x.jsonl", "data.train.1.path=y.jsonl", "data.columns.prompt=question",
+                           "lora.rank_pattern.q_proj=4", "train.train_modules.0=norm"});
+  EXPECT_EQ(r.optim.lr, 1e-3);                                      // number
+  EXPECT_EQ(r.output_dir, "runs/b");                                // not JSON: a plain string
+  EXPECT_TRUE(r.data.packing);                                      // bool
   EXPECT_EQ(r.lora.targets, (std::vector<std::string>{"q_proj"}));  // a JSON array
-  ASSERT_EQ(r.data.train.size(), 2u);             // the shorthand "d.jsonl" expanded, then one appended
+  ASSERT_EQ(r.data.train.size(), 2u);  // the shorthand "d.jsonl" expanded, then one appended
   EXPECT_EQ(r.data.train[0].path, "x.jsonl");
   EXPECT_EQ(r.data.train[1].path, "y.jsonl");
   EXPECT_EQ(r.data.columns.at("prompt"), "question");
@@ -406,9 +424,11 @@ TEST(Recipe, SetOverrideErrorsNameTheOverride) {
   EXPECT_THAT(e, HasSubstr("--set lora.rnak=8: unknown key 'lora.rnak' (did you mean 'lora.r'?"));
   EXPECT_THAT(error_of(kMinimal, {"optim.lr"}), HasSubstr("--set optim.lr: expected KEY=VALUE"));
   EXPECT_THAT(error_of(kMinimal, {"optim.lr.x=1"}), HasSubstr("'optim.lr' is a number, it has no key 'x'"));
-  EXPECT_THAT(error_of(kMinimal, {"data.train.5.path=x"}), HasSubstr("'data.train' is an array; address an entry by index"));
+  EXPECT_THAT(error_of(kMinimal, {"data.train.5.path=x"}),
+              HasSubstr("'data.train' is an array; address an entry by index"));
   EXPECT_THAT(error_of(kMinimal, {"data.train.first.path=x"}), HasSubstr("'data.train' is an array"));
-  EXPECT_THAT(error_of(kMinimal, {"data.train.0.nope=x"}), HasSubstr("--set data.train.0.nope=x: unknown key 'data.train.0.nope'"));
+  EXPECT_THAT(error_of(kMinimal, {"data.train.0.nope=x"}),
+              HasSubstr("--set data.train.0.nope=x: unknown key 'data.train.0.nope'"));
   EXPECT_THAT(error_of(kMinimal, {"lora.r=0"}), HasSubstr("'lora.r' must be >= 1"));
 }
 
@@ -425,7 +445,8 @@ TEST(Recipe, ResolvedJsonRoundTrips) {
     EXPECT_EQ(recipe_to_json(back), j);
   }
   // Doubles survive the trip bit for bit.
-  Recipe r = load_text(minimal_with(R"("optim": {"lr": 0.1, "eps": 1.2345678901234567e-9}, "data": {"train": "d", "eval_split": 0.3333333333333333})"));
+  Recipe r = load_text(minimal_with(
+      R"("optim": {"lr": 0.1, "eps": 1.2345678901234567e-9}, "data": {"train": "d", "eval_split": 0.3333333333333333})"));
   Recipe back = parse_recipe(nlohmann::json::parse(recipe_to_json(r).dump()), "text round-trip");
   expect_same_recipe(r, back);
 }
@@ -465,7 +486,7 @@ TEST(Recipe, DocsMatchTheFieldTables) {
   if (have.str() != want) {
     std::string fresh = fs::path(AFFINAGE_CLI_PATH).parent_path().string() + "/recipes.md";
     std::ofstream(fresh, std::ios::binary) << want;
-    ADD_FAILURE() << "docs/recipes.md is out of date with the field tables in core/recipe.cpp; the current text "
+    ADD_FAILURE() << "docs/recipes.md is out of date with the field tables in config/recipe_file.cpp; the current text "
                   << "was written to " << fresh << " - copy it over docs/recipes.md";
   }
 }

@@ -2,12 +2,13 @@
 // with the charts each stage should have; errors for folders that are not runs; and a screenshot in headless
 // Chromium whose pixels show the charts' colours, against the same page with its charts removed.
 #include <dlfcn.h>
+#include <gtest/gtest.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <gtest/gtest.h>
-#include "core/report.h"
-#include "core/safetensors.h"
+#include "app/report.h"
+#include "base/files.h"
+#include "io/safetensors.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -24,8 +25,8 @@ struct Runs {
   Runs() {
     auto run = [](const std::string& recipe, const std::string& out, const std::string& train, const std::string& eval,
                   const std::string& extra) {
-      auto r = run_cli("run '" + repo_path(recipe) + "' --set 'output_dir=" + out + "' --set 'model=" +
-                       repo_path("models/stories260K") + "' --set 'data.train=" + repo_path(train) +
+      auto r = run_cli("run '" + repo_path(recipe) + "' --set 'output_dir=" + out +
+                       "' --set 'model=" + repo_path("models/stories260K") + "' --set 'data.train=" + repo_path(train) +
                        "' --set 'data.eval=" + repo_path(eval) + "' --set log_every=1 --set train.batch_size=2" +
                        " --set eval.max_batches=1 --set checkpoint.every=0 --set threads=1 " + extra);
       EXPECT_EQ(r.code, 0) << r.err;
@@ -50,23 +51,35 @@ struct Image {
   std::vector<uint8_t> rgb;  // w*h*3
 };
 uint32_t be32(const std::string& s, size_t i) {
-  return uint32_t(uint8_t(s[i])) << 24 | uint32_t(uint8_t(s[i + 1])) << 16 | uint32_t(uint8_t(s[i + 2])) << 8 | uint8_t(s[i + 3]);
+  return uint32_t(uint8_t(s[i])) << 24 | uint32_t(uint8_t(s[i + 1])) << 16 | uint32_t(uint8_t(s[i + 2])) << 8 |
+         uint8_t(s[i + 3]);
 }
 Image read_png(const std::string& path) {
   Image im;
   std::string f = read_file(path), idat;
-  if (f.size() < 33 || f.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0) { ADD_FAILURE() << path << ": not a PNG"; return im; }
+  if (f.size() < 33 || f.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0) {
+    ADD_FAILURE() << path << ": not a PNG";
+    return im;
+  }
   int color = -1, depth = 0, interlace = 0;
   for (size_t i = 8; i + 8 <= f.size();) {
     uint32_t len = be32(f, i);
     std::string type = f.substr(i + 4, 4);
-    if (type == "IHDR") im.w = be32(f, i + 8), im.h = be32(f, i + 12), depth = uint8_t(f[i + 16]), color = uint8_t(f[i + 17]), interlace = uint8_t(f[i + 20]);
+    if (type == "IHDR")
+      im.w = be32(f, i + 8), im.h = be32(f, i + 12), depth = uint8_t(f[i + 16]), color = uint8_t(f[i + 17]),
+      interlace = uint8_t(f[i + 20]);
     if (type == "IDAT") idat += f.substr(i + 8, len);
     i += 12 + len;
   }
-  if (depth != 8 || (color != 2 && color != 6) || interlace) { ADD_FAILURE() << "PNG kind not handled: depth " << depth << " color " << color; return im; }
+  if (depth != 8 || (color != 2 && color != 6) || interlace) {
+    ADD_FAILURE() << "PNG kind not handled: depth " << depth << " color " << color;
+    return im;
+  }
   void* z = dlopen("libz.so.1", RTLD_NOW);
-  if (!z) { ADD_FAILURE() << "libz.so.1 not found"; return im; }
+  if (!z) {
+    ADD_FAILURE() << "libz.so.1 not found";
+    return im;
+  }
   using Uncompress = int (*)(unsigned char*, unsigned long*, const unsigned char*, unsigned long);
   auto uncompress = reinterpret_cast<Uncompress>(dlsym(z, "uncompress"));
   const int bpp = color == 6 ? 4 : 3;
@@ -74,7 +87,10 @@ Image read_png(const std::string& path) {
   std::vector<uint8_t> raw(im.h * (stride + 1));
   unsigned long n = raw.size();
   int rc = uncompress(raw.data(), &n, reinterpret_cast<const unsigned char*>(idat.data()), idat.size());
-  if (rc != 0 || n != raw.size()) { ADD_FAILURE() << "inflate failed: " << rc; return im; }
+  if (rc != 0 || n != raw.size()) {
+    ADD_FAILURE() << "inflate failed: " << rc;
+    return im;
+  }
   std::vector<uint8_t> prev(stride, 0), cur(stride);
   im.rgb.resize(size_t(im.w) * im.h * 3);
   for (int y = 0; y < im.h; ++y) {
@@ -82,7 +98,13 @@ Image read_png(const std::string& path) {
     for (size_t i = 0; i < stride; ++i) {
       int a = i >= size_t(bpp) ? cur[i - bpp] : 0, b = prev[i], c = i >= size_t(bpp) ? prev[i - bpp] : 0;
       int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
-      int pred = in[0] == 1 ? a : in[0] == 2 ? b : in[0] == 3 ? (a + b) / 2 : in[0] == 4 ? (pa <= pb && pa <= pc ? a : pb <= pc ? b : c) : 0;
+      int pred = in[0] == 1   ? a
+                 : in[0] == 2 ? b
+                 : in[0] == 3 ? (a + b) / 2
+                 : in[0] == 4 ? (pa <= pb && pa <= pc ? a
+                                 : pb <= pc           ? b
+                                                      : c)
+                              : 0;
       cur[i] = uint8_t(in[1 + i] + pred);
     }
     for (int x = 0; x < im.w; ++x)
@@ -102,10 +124,11 @@ std::string screenshot(const std::string& html, const std::string& png) {
   const char* chromium = "/usr/bin/chromium";
   if (!fs::exists(chromium)) return "no /usr/bin/chromium: install it with scripts/setup.sh (apt-get install chromium)";
   auto ud = affinage::test::temp_dir("chromium_profile");
-  std::string cmd = std::string("timeout 120 ") + chromium +
-                    " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
-                    " --disable-component-update --disable-sync --hide-scrollbars --user-data-dir='" + ud +
-                    "' --window-size=1200,2000 --screenshot='" + png + "' 'file://" + html + "' >'" + ud + ".log' 2>&1";
+  std::string cmd =
+      std::string("timeout 120 ") + chromium +
+      " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
+      " --disable-component-update --disable-sync --hide-scrollbars --user-data-dir='" +
+      ud + "' --window-size=1200,2000 --screenshot='" + png + "' 'file://" + html + "' >'" + ud + ".log' 2>&1";
   int rc = std::system(cmd.c_str());
   std::string log = fs::exists(ud + ".log") ? read_file(ud + ".log") : "";
   fs::remove_all(ud);
@@ -136,7 +159,8 @@ TEST(Report, SftRunWritesASelfContainedReport) {
     auto j = nlohmann::json::parse(line);
     if (!j.contains("loss")) continue;
     char want[128];
-    std::snprintf(want, sizeof want, "<title>train at step %lld: %.6g</title>", (long long)j["step"].get<int64_t>(), j["loss"].get<double>());
+    std::snprintf(want, sizeof want, "<title>train at step %lld: %.6g</title>", (long long)j["step"].get<int64_t>(),
+                  j["loss"].get<double>());
     EXPECT_TRUE(has(page, want)) << want;
     ++n;
   }
@@ -158,7 +182,8 @@ TEST(Report, DpoRunHasRewardChartsAndReportCommandRebuildsIt) {
 
 TEST(Report, EscapesEverythingItShowsAndMarksAnUnfinishedRun) {
   auto dir = affinage::test::temp_dir("report_escape");
-  write_file_atomic(dir + "/metrics.jsonl", "{\"step\":0,\"eval_loss\":2.0}\n{\"step\":1,\"loss\":1.5,\"<b>odd</b>\":3}\n");
+  write_file_atomic(dir + "/metrics.jsonl",
+                    "{\"step\":0,\"eval_loss\":2.0}\n{\"step\":1,\"loss\":1.5,\"<b>odd</b>\":3}\n");
   write_file_atomic(dir + "/recipe.json", R"({"name": "<script>alert(1)</script>", "note": "a & b 'q'"})");
   std::string page = affinage::render_report(dir);
   EXPECT_FALSE(has(page, "<script>")) << "unescaped recipe text";
@@ -167,7 +192,8 @@ TEST(Report, EscapesEverythingItShowsAndMarksAnUnfinishedRun) {
   EXPECT_TRUE(has(page, "a &amp; b &#39;q&#39;"));
   EXPECT_TRUE(has(page, "&lt;b&gt;odd&lt;/b&gt;")) << "an unknown metric gets its own chart";
   EXPECT_TRUE(has(page, "No summary.json"));
-  write_file_atomic(dir + "/summary.json", R"({"steps": 1, "final": {"loss": 1.5}, "initial_eval": {"eval_loss": 2.0},
+  write_file_atomic(dir + "/summary.json",
+                    R"({"stage": "sft", "steps": 1, "final": {"loss": 1.5}, "initial_eval": {"eval_loss": 2.0},
       "eval": {"eval_loss": 1.75}, "tasks": {"after": {"words.jsonl": {"contains": 0.5}}}})");
   page = affinage::render_report(dir);
   EXPECT_FALSE(has(page, "No summary.json"));
@@ -187,6 +213,9 @@ TEST(Report, ErrorsNameTheFolderOrLine) {
   write_file_atomic(dir + "/1-sft/metrics.jsonl", "{\"step\":1,\"loss\":1}\n");
   write_file_atomic(dir + "/1-sft/recipe.json", "{oops");
   affinage::test::expect_error([&] { affinage::write_report(dir + "/1-sft"); }, {"recipe.json", "not valid JSON"});
+  fs::remove(dir + "/1-sft/recipe.json");
+  write_file_atomic(dir + "/1-sft/summary.json", R"({"stage": "sft", "steps": "ten"})");
+  affinage::test::expect_error([&] { affinage::write_report(dir + "/1-sft"); }, {"summary.json", "'steps'"});
   fs::remove_all(dir);
 }
 

@@ -2,8 +2,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include "core/error.h"
-#include "core/safetensors.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "io/safetensors.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -58,7 +59,8 @@ TEST(Safetensors, RoundTripEveryDtype) {
   std::vector<std::pair<std::string, at::Tensor>> ts;
   for (auto& [n, t] : kinds) ts.emplace_back("f." + n, base.to(t));
   auto ints = at::tensor({0, 1, -2, 3, -100, 127}, at::kLong).reshape({3, 2});
-  for (auto t : {at::kLong, at::kInt, at::kShort, at::kChar}) ts.emplace_back(std::string("i.") + c10::toString(t), ints.to(t));
+  for (auto t : {at::kLong, at::kInt, at::kShort, at::kChar})
+    ts.emplace_back(std::string("i.") + c10::toString(t), ints.to(t));
   ts.emplace_back("u8", at::tensor({0, 1, 2, 255}, at::kLong).to(at::kByte));
   ts.emplace_back("bool", at::tensor({1, 0, 0, 1, 1}, at::kLong).to(at::kBool));
   ts.emplace_back("scalar", at::tensor(7.0, at::kFloat).reshape({}));
@@ -148,7 +150,8 @@ TEST(Safetensors, HostileFilesGiveErrorsNotCrashes) {
   const std::string data8(8, '\0');
   int k = 0;
   // Each file must fail for its own reason: the message names the file and contains `reason`.
-  auto check = [&](const std::function<void(const std::string&)>& make, const std::string& why, const std::string& reason) {
+  auto check = [&](const std::function<void(const std::string&)>& make, const std::string& why,
+                   const std::string& reason) {
     std::string p = dir + "/bad" + std::to_string(k++) + ".safetensors";
     make(p);
     SCOPED_TRACE(why);
@@ -161,7 +164,8 @@ TEST(Safetensors, HostileFilesGiveErrorsNotCrashes) {
 
   check([](auto& p) { std::ofstream(p, std::ios::binary) << "abc"; }, "shorter than the length field", "too short");
   check([](auto& p) { std::ofstream(p, std::ios::binary); }, "empty file", "too short");
-  check([&](auto& p) { write_raw(p, 1000, "{" + ok_entry + "}", data8); }, "header length past the end", "is larger than");
+  check([&](auto& p) { write_raw(p, 1000, "{" + ok_entry + "}", data8); }, "header length past the end",
+        "is larger than");
   check([&](auto& p) { write_raw(p, 1ull << 62, "{}", ""); }, "absurd header length", "limit");
   check([&](auto& p) { write_raw(p, "{" + ok_entry, data8); }, "JSON cut short", "not valid JSON");
   check([&](auto& p) { write_raw(p, "[1,2]", ""); }, "header not an object", "must be a JSON object");
@@ -171,12 +175,16 @@ TEST(Safetensors, HostileFilesGiveErrorsNotCrashes) {
         "shape x dtype != byte span", "needs 12 bytes");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F8_E9M9","shape":[2],"data_offsets":[0,2]}})", data8); },
         "unknown dtype", "unknown safetensors dtype");
-  check([&](auto& p) {
-    write_raw(p, R"({"t":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}})", data8);
-  }, "shape product overflows 64 bits", "overflows");
-  check([&](auto& p) {
-    write_raw(p, R"({"t":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}})", data8);
-  }, "element count fits but bytes overflow", "overflows");
+  check(
+      [&](auto& p) {
+        write_raw(p, R"({"t":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}})", data8);
+      },
+      "shape product overflows 64 bits", "overflows");
+  check(
+      [&](auto& p) {
+        write_raw(p, R"({"t":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}})", data8);
+      },
+      "element count fits but bytes overflow", "overflows");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data8); },
         "negative dimension", "non-negative");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", data8); },
@@ -185,16 +193,19 @@ TEST(Safetensors, HostileFilesGiveErrorsNotCrashes) {
         "one offset only", "[begin, end]");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", data8); },
         "negative offset", "non-negative");
-  check([&](auto& p) { write_raw(p, R"({"t":{"shape":[2],"data_offsets":[0,8]}})", data8); }, "no dtype", "'dtype' missing");
+  check([&](auto& p) { write_raw(p, R"({"t":{"shape":[2],"data_offsets":[0,8]}})", data8); }, "no dtype",
+        "'dtype' missing");
   check([&](auto& p) { write_raw(p, R"({"t":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", data8); },
         "fractional dimension", "non-negative integers");
   check([&](auto& p) { write_raw(p, R"({"__metadata__":{"step":3},)" + ok_entry + "}", data8); },
         "metadata value not a string", "string value");
   // The real fixture cut in half: header intact, data truncated.
-  check([&](auto& p) {
-    std::string full = slurp(test::repo_path("models/stories260K/model.safetensors"));
-    std::ofstream(p, std::ios::binary) << full.substr(0, full.size() / 2);
-  }, "truncated real checkpoint", "run past the data section");
+  check(
+      [&](auto& p) {
+        std::string full = slurp(test::repo_path("models/stories260K/model.safetensors"));
+        std::ofstream(p, std::ios::binary) << full.substr(0, full.size() / 2);
+      },
+      "truncated real checkpoint", "run past the data section");
   expect_error([&] { SafetensorsFile f(dir + "/does_not_exist.safetensors"); }, "does_not_exist.safetensors");
   fs::remove_all(dir);
 }
@@ -262,7 +273,8 @@ TEST(Safetensors, Stories260KFixtureLoads) {
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
   json h = json::parse(bytes.substr(8, n));
-  for (const char* name : {"model.layers.0.self_attn.k_proj.weight", "model.norm.weight", "model.embed_tokens.weight"}) {
+  for (const char* name :
+       {"model.layers.0.self_attn.k_proj.weight", "model.norm.weight", "model.embed_tokens.weight"}) {
     uint64_t b = h[name]["data_offsets"][0], e = h[name]["data_offsets"][1];
     std::vector<float> ref((e - b) / 4);
     std::memcpy(ref.data(), bytes.data() + 8 + n + b, e - b);

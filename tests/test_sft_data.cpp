@@ -7,7 +7,8 @@
 #include <map>
 #include <set>
 #include <tuple>
-#include "core/error.h"
+#include "base/error.h"
+#include "config/recipe_file.h"
 #include "datasets/sft_data.h"
 #include "test_util.h"
 
@@ -87,8 +88,8 @@ TEST(SftRender, PromptCompletionBoundaryMergeKeepsPromptIdsAndText) {
   const Tokenizer& t = *v1();
   // "Hello " + "world": sp("Hello ") = "▁Hello ▁" is no prefix of sp("Hello world") = "▁Hello ▁world".
   // The prompt keeps its own ids and the completion follows without a second space.
-  for (auto [prompt, completion] : std::vector<std::pair<std::string, std::string>>{
-           {"Hello ", "world"}, {"Hel", "lo world"}}) {
+  for (auto [prompt, completion] :
+       std::vector<std::pair<std::string, std::string>>{{"Hello ", "world"}, {"Hel", "lo world"}}) {
     std::vector<int> p = t.encode(prompt);
     std::vector<int> full = t.encode(prompt + completion);
     ASSERT_FALSE(std::equal(p.begin(), p.end(), full.begin())) << "not a merge case: " << prompt;
@@ -152,8 +153,11 @@ TEST(SftRender, MessagesAgreeWithRenderChat) {
                 {{"role", "assistant"}, {"content", "Hello there"}},
                 {{"role", "user"}, {"content", "Again"}},
                 {{"role", "assistant"}, {"content", "Not trained"}, {"weight", 0}}}}};
-  std::vector<Message> msgs = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello there"},
-                               {"user", "Again"}, {"assistant", "Not trained", 0.0}};
+  std::vector<Message> msgs = {{"system", "Be brief."},
+                               {"user", "Hi"},
+                               {"assistant", "Hello there"},
+                               {"user", "Again"},
+                               {"assistant", "Not trained", 0.0}};
   for (auto [tok, fmt] : {std::make_pair(v1(), ChatFormat::MistralV1), std::make_pair(v3(), ChatFormat::MistralV3)}) {
     Sample s = render(row, *tok, {}, fmt);
     RenderedChat r = render_chat(*tok, msgs, fmt);
@@ -262,18 +266,18 @@ Sample make_sample(std::vector<int> ids, std::vector<uint8_t> trainable, int64_t
 
 std::vector<Sample> truncation_set() {
   return {
-      make_sample({1, 5, 6, 7, 2}, {0, 1, 1, 1, 1}),                       // 5 tokens, fits
-      make_sample({1, 5, 6, 7, 8, 9, 10, 11, 12, 2}, flags(10, 1)),       // 10: cut 2, 7 trained left
+      make_sample({1, 5, 6, 7, 2}, {0, 1, 1, 1, 1}),                         // 5 tokens, fits
+      make_sample({1, 5, 6, 7, 8, 9, 10, 11, 12, 2}, flags(10, 1)),          // 10: cut 2, 7 trained left
       make_sample({1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 2}, flags(12, 3)),  // 12: cut 4, 5 trained left
-      make_sample({1, 5, 6, 7, 8, 9, 10, 11, 12, 2}, flags(10, 8)),       // prompt fills the first 8: nothing left
-      make_sample({1, 5, 2}, {0, 0, 0}),                                  // nothing to train at all
+      make_sample({1, 5, 6, 7, 8, 9, 10, 11, 12, 2}, flags(10, 8)),          // prompt fills the first 8: nothing left
+      make_sample({1, 5, 2}, {0, 0, 0}),                                     // nothing to train at all
   };
 }
 
 TEST(SftTruncate, RightPolicy) {
   std::vector<Sample> s = truncation_set();
   DataStats st;
-  truncate_samples(s, 8, "right", st);
+  truncate_samples(s, 8, Truncation::Right, st);
   ASSERT_EQ(s.size(), 3u);
   EXPECT_EQ(s[1].ids, (std::vector<int>{1, 5, 6, 7, 8, 9, 10, 11}));
   EXPECT_EQ(s[2].trainable, flags(8, 3));
@@ -288,7 +292,7 @@ TEST(SftTruncate, RightPolicy) {
 TEST(SftTruncate, DropPolicy) {
   std::vector<Sample> s = truncation_set();
   DataStats st;
-  truncate_samples(s, 8, "drop", st);
+  truncate_samples(s, 8, Truncation::Drop, st);
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(s[0].ids.size(), 5u);
   EXPECT_EQ(st.rows, 5);
@@ -297,7 +301,11 @@ TEST(SftTruncate, DropPolicy) {
   EXPECT_EQ(st.dropped, 4);
   EXPECT_EQ(st.tokens, 5);
   EXPECT_EQ(st.trained_tokens, 4);
-  EXPECT_NE(error_of([&] { truncate_samples(s, 8, "left", st); }).find("data.truncation"), std::string::npos);
+  // an unknown policy name never gets this far: the recipe refuses it (RecipeTest checks data.truncation)
+  EXPECT_NE(error_of([] {
+              parse_enum<Truncation>("left", "data.truncation");
+            }).find("data.truncation: 'left' is not one of right, drop"),
+            std::string::npos);
 }
 
 TEST(SftRows, PackedRowsHandWorked) {
@@ -362,7 +370,7 @@ TEST(SftRows, PackingPreservesEveryTrainedTargetOnce) {
   DataSource src{repo_path("datasets/data/shakespeare_train.jsonl")};
   std::vector<Sample> s = load_sft_file(src, *stories(), ChatFormat::MistralV1, {});
   DataStats st;
-  truncate_samples(s, seq_len, "right", st);
+  truncate_samples(s, seq_len, Truncation::Right, st);
   ASSERT_GT(st.truncated, 0);  // the longest speeches are over 512 tokens
   DataStats sp, su;
   std::vector<Row> packed = make_rows(s, seq_len, true, sp);
@@ -431,7 +439,8 @@ TEST(SftBuild, WeightsRepeatAndSubsample) {
   for (int i = 0; i < 10; ++i) a_text += "{\"text\": \"alpha number " + std::to_string(i) + "\"}\n";
   for (int i = 0; i < 10; ++i) b_text += "{\"text\": \"beta number " + std::to_string(i) + "\"}\n";
   DataConfig cfg;
-  cfg.train = {DataSource{write_file("a.jsonl", a_text), "auto", 2.0}, DataSource{write_file("b.jsonl", b_text), "auto", 0.5}};
+  cfg.train = {DataSource{write_file("a.jsonl", a_text), "auto", 2.0},
+               DataSource{write_file("b.jsonl", b_text), "auto", 0.5}};
   cfg.seq_len = 32;
   cfg.packing = false;  // one sample per row
   SftData d = build_sft_data(cfg, *v1(), 3);

@@ -1,14 +1,15 @@
 // TensorBoard event files: CRC32C against published vectors, and files read back by a plain reader written here
 // (TFRecord frames, CRCs, protobuf fields) rather than by the writer's own code; a real run's events match
 // its metrics.jsonl.
+#include <gtest/gtest-spi.h>
+#include <gtest/gtest.h>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <gtest/gtest-spi.h>
-#include <gtest/gtest.h>
-#include "core/safetensors.h"
-#include "core/tfevents.h"
+#include "base/files.h"
+#include "io/safetensors.h"
+#include "io/tfevents.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -17,8 +18,17 @@ using affinage::test::repo_path;
 namespace {
 
 // --- an independent reader: the spec, step by step
-struct Scalar { std::string tag; float value; int64_t step; double wall_time; };
-struct Events { std::string file_version; std::vector<Scalar> scalars; int records = 0; };
+struct Scalar {
+  std::string tag;
+  float value;
+  int64_t step;
+  double wall_time;
+};
+struct Events {
+  std::string file_version;
+  std::vector<Scalar> scalars;
+  int records = 0;
+};
 
 uint32_t crc32c_bitwise(const unsigned char* p, size_t n) {  // no table: the definition itself
   uint32_t c = 0xffffffffu;
@@ -52,14 +62,24 @@ struct Pb {  // protobuf wire-format cursor
   }
   std::string bytes() {
     uint64_t n = varint();
-    if (n > uint64_t(end - p)) { ADD_FAILURE() << "length past the end"; n = end - p; }
+    if (n > uint64_t(end - p)) {
+      ADD_FAILURE() << "length past the end";
+      n = end - p;
+    }
     std::string s(reinterpret_cast<const char*>(p), n);
     p += n;
     return s;
   }
-  uint64_t fixed(int n) { uint64_t v = le(p, n); p += n; return v; }
+  uint64_t fixed(int n) {
+    uint64_t v = le(p, n);
+    p += n;
+    return v;
+  }
 };
-Pb pb(const std::string& s) { return {reinterpret_cast<const unsigned char*>(s.data()), reinterpret_cast<const unsigned char*>(s.data()) + s.size()}; }
+Pb pb(const std::string& s) {
+  return {reinterpret_cast<const unsigned char*>(s.data()),
+          reinterpret_cast<const unsigned char*>(s.data()) + s.size()};
+}
 
 Events read_events(const std::string& path) {
   Events out;
@@ -67,10 +87,16 @@ Events read_events(const std::string& path) {
   auto u = reinterpret_cast<const unsigned char*>(b.data());
   size_t i = 0;
   while (i < b.size()) {
-    if (b.size() - i < 12) { ADD_FAILURE() << "truncated frame header at byte " << i; break; }
+    if (b.size() - i < 12) {
+      ADD_FAILURE() << "truncated frame header at byte " << i;
+      break;
+    }
     uint64_t len = le(u + i, 8);
     EXPECT_EQ(unmask(uint32_t(le(u + i + 8, 4))), crc32c_bitwise(u + i, 8)) << "length CRC at byte " << i;
-    if (b.size() - i - 12 < len + 4) { ADD_FAILURE() << "truncated record at byte " << i; break; }
+    if (b.size() - i - 12 < len + 4) {
+      ADD_FAILURE() << "truncated record at byte " << i;
+      break;
+    }
     EXPECT_EQ(unmask(uint32_t(le(u + i + 12 + len, 4))), crc32c_bitwise(u + i + 12, len)) << "data CRC at " << i;
     std::string data = b.substr(i + 12, len);
     i += 12 + len + 4;
@@ -81,8 +107,10 @@ Events read_events(const std::string& path) {
     for (Pb e = pb(data); !e.done();) {
       uint64_t key = e.varint();
       int field = int(key >> 3), wt = int(key & 7);
-      if (field == 1 && wt == 1) { uint64_t x = e.fixed(8); std::memcpy(&wall, &x, 8); }
-      else if (field == 2 && wt == 0) step = int64_t(e.varint());
+      if (field == 1 && wt == 1) {
+        uint64_t x = e.fixed(8);
+        std::memcpy(&wall, &x, 8);
+      } else if (field == 2 && wt == 0) step = int64_t(e.varint());
       else if (field == 3 && wt == 2) out.file_version = e.bytes();
       else if (field == 5 && wt == 2) {
         std::string summary = e.bytes();
@@ -94,12 +122,20 @@ Events read_events(const std::string& path) {
           for (Pb v = pb(value); !v.done();) {
             uint64_t k = v.varint();
             if (k == ((1 << 3) | 2)) tag = v.bytes();
-            else if (k == ((2 << 3) | 5)) { uint32_t x = uint32_t(v.fixed(4)); std::memcpy(&f, &x, 4); }
-            else { ADD_FAILURE() << "unexpected Value field key " << k; return out; }
+            else if (k == ((2 << 3) | 5)) {
+              uint32_t x = uint32_t(v.fixed(4));
+              std::memcpy(&f, &x, 4);
+            } else {
+              ADD_FAILURE() << "unexpected Value field key " << k;
+              return out;
+            }
           }
           values.push_back({tag, f});
         }
-      } else { ADD_FAILURE() << "unexpected Event field key " << key; return out; }
+      } else {
+        ADD_FAILURE() << "unexpected Event field key " << key;
+        return out;
+      }
     }
     for (auto& [tag, f] : values) out.scalars.push_back({tag, f, step, wall});
   }
@@ -144,8 +180,14 @@ TEST(TfEvents, WrittenFileParsesBackWithAPlainReader) {
     path = w.path();
     w.add_scalar("train/loss", 2.5f, 1, 1700000000.25);
     w.add_scalar("a tag/with ünïcode", -1e-8f, 1234567890123LL, 1700000001.0);
-    w.add_metrics({{"step", 7}, {"loss", 1.25}, {"lr", 3e-4}, {"eval_loss", 1.5}, {"rewards/chosen", -0.5},
-                   {"eval_rewards/margins", 0.75}, {"note", "skipped"}}, 1700000002.0);
+    w.add_metrics({{"step", 7},
+                   {"loss", 1.25},
+                   {"lr", 3e-4},
+                   {"eval_loss", 1.5},
+                   {"rewards/chosen", -0.5},
+                   {"eval_rewards/margins", 0.75},
+                   {"note", "skipped"}},
+                  1700000002.0);
   }
   EXPECT_EQ(fs::path(path).parent_path(), fs::path(dir));
   EXPECT_EQ(fs::path(path).filename().string().rfind("events.out.tfevents.", 0), 0u) << path;
@@ -165,8 +207,11 @@ TEST(TfEvents, WrittenFileParsesBackWithAPlainReader) {
     m[ev.scalars[i].tag] = ev.scalars[i].value;
     EXPECT_EQ(ev.scalars[i].step, 7);
   }
-  std::map<std::string, float> want = {{"train/loss", 1.25f}, {"train/lr", 3e-4f}, {"eval/loss", 1.5f},
-                                       {"train/rewards/chosen", -0.5f}, {"eval/rewards/margins", 0.75f}};
+  std::map<std::string, float> want = {{"train/loss", 1.25f},
+                                       {"train/lr", 3e-4f},
+                                       {"eval/loss", 1.5f},
+                                       {"train/rewards/chosen", -0.5f},
+                                       {"eval/rewards/margins", 0.75f}};
   EXPECT_EQ(m, want);
   // A second writer in the same second gets its own file.
   affinage::EventWriter w2(dir);
@@ -177,7 +222,8 @@ TEST(TfEvents, WrittenFileParsesBackWithAPlainReader) {
   affinage::write_file_atomic(dir + "/corrupt", bytes);
   ::testing::TestPartResultArray failures;
   {
-    ::testing::ScopedFakeTestPartResultReporter rep(::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &failures);
+    ::testing::ScopedFakeTestPartResultReporter rep(
+        ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &failures);
     read_events(dir + "/corrupt");
   }
   EXPECT_GE(failures.size(), 1);

@@ -1,14 +1,14 @@
 // Tokenizer tests: exact ids against mistral-tokenizer-js's published cases, the v1/v3 vocabulary relation,
 // byte fallback, unigram models, special ids, error messages, and SentencePiece living beside LibTorch.
+#include <torch/torch.h>
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
 
-#include "core/error.h"
-#include "core/tokenizer.h"
+#include "base/error.h"
 #include "tests/test_util.h"
+#include "text/tokenizer.h"
 
 using namespace affinage;
 using affinage::test::data_path;
@@ -178,7 +178,8 @@ TEST(Tokenizer, ByteFallbackOnStories260K) {
 TEST(Tokenizer, UserDefinedPieces) {
   // A model with a user-defined piece, made by appending one SentencePiece entry (field 1 of ModelProto:
   // piece "XQZ", score 0, type USER_DEFINED = 4) to the unigram test model: protobuf appends repeated fields.
-  std::string piece = std::string("\x0a\x03XQZ", 5) + std::string("\x15\x00\x00\x00\x00", 5) + std::string("\x18\x04", 2);
+  std::string piece =
+      std::string("\x0a\x03XQZ", 5) + std::string("\x15\x00\x00\x00\x00", 5) + std::string("\x18\x04", 2);
   std::string bytes = slurp(data_path("tokenizers/unigram/test_model.model"));
   bytes += '\x0a';
   bytes += char(piece.size());

@@ -4,14 +4,15 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include "core/loader.h"
-#include "core/loss.h"
-#include "core/safetensors.h"
-#include "core/tokenizer.h"
+#include "base/files.h"
 #include "datasets/sft_data.h"
+#include "io/safetensors.h"
 #include "lora/adapter.h"
+#include "model/loader.h"
+#include "model/loss.h"
 #include "sft/sft.h"
 #include "tests/test_util.h"
+#include "text/tokenizer.h"
 
 using namespace affinage;
 using affinage::test::repo_path;
@@ -34,7 +35,7 @@ static Recipe small_recipe(const std::string& tag) {
   r.lora.alpha = 16;
   r.lora.targets = {"all-linear"};
   r.optim.lr = 3e-3;
-  r.schedule.type = "cosine";
+  r.schedule.type = Schedule::Cosine;
   r.schedule.warmup_steps = 2;
   r.train.batch_size = 4;
   r.train.max_steps = 6;
@@ -84,16 +85,23 @@ TEST(Train, OneStepChangesOnlyTrainableWeights) {
     EXPECT_TRUE(torch::equal(p.value(), bp[p.key()])) << p.key() << " changed";
   }
   EXPECT_EQ(lora, 5 * 7 * 2);
-  EXPECT_EQ(lora_b_changed, 5 * 7);  // every B left zero after one step
+  EXPECT_EQ(lora_b_changed, 5 * 7);  // every B, zero at the start (PEFT init), has moved after one step
 }
 
 TEST(Train, TokenNormalizedAccumulationEqualsOneBigBatch) {
   // unpacked rows of different lengths: micro-batches hold different numbers of trained tokens, so
   // per-micro-batch normalization would give another loss and gradient.
   auto big = small_recipe("accum_big"), acc = small_recipe("accum_small");
-  for (auto* r : {&big, &acc}) { r->data.packing = false; r->train.max_steps = 2; r->data.eval.reset(); r->optim.grad_clip = 0; }
-  big.train.batch_size = 4; big.train.grad_accum = 1;
-  acc.train.batch_size = 1; acc.train.grad_accum = 4;
+  for (auto* r : {&big, &acc}) {
+    r->data.packing = false;
+    r->train.max_steps = 2;
+    r->data.eval.reset();
+    r->optim.grad_clip = 0;
+  }
+  big.train.batch_size = 4;
+  big.train.grad_accum = 1;
+  acc.train.batch_size = 1;
+  acc.train.grad_accum = 4;
   run_sft(big, false);
   run_sft(acc, false);
   auto mb = metrics(big.output_dir), ma = metrics(acc.output_dir);
@@ -101,7 +109,8 @@ TEST(Train, TokenNormalizedAccumulationEqualsOneBigBatch) {
   ASSERT_EQ(ma.size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
     EXPECT_NEAR(ma[i]["loss"].get<double>(), mb[i]["loss"].get<double>(), 1e-5);
-    EXPECT_NEAR(ma[i]["grad_norm"].get<double>(), mb[i]["grad_norm"].get<double>(), 1e-5 * mb[i]["grad_norm"].get<double>());
+    EXPECT_NEAR(ma[i]["grad_norm"].get<double>(), mb[i]["grad_norm"].get<double>(),
+                1e-5 * mb[i]["grad_norm"].get<double>());
     EXPECT_EQ(ma[i]["trained_units"], mb[i]["trained_units"]);
   }
   auto a = tensors_of(acc.output_dir + "/adapter/adapter_model.safetensors");
@@ -157,7 +166,7 @@ TEST(Train, PackedRowLossEqualsDocumentsOneByOne) {
   auto samples = load_sft_file(src, *tok, ChatFormat::MistralV1, {});
   samples.resize(std::min<size_t>(samples.size(), 6));
   DataStats st;
-  truncate_samples(samples, 100, "right", st);
+  truncate_samples(samples, 100, Truncation::Right, st);
   auto packed = make_rows(samples, 256, true, st);
   ASSERT_LT(packed.size(), samples.size());  // several documents share a row
   torch::NoGradGuard ng;
@@ -180,7 +189,10 @@ TEST(Train, PackedRowLossEqualsDocumentsOneByOne) {
     auto ids = torch::tensor(std::vector<int64_t>(s.ids.begin(), s.ids.end())).unsqueeze(0);
     auto logits = m->forward(ids)[0];
     for (size_t t = 0; t + 1 < s.ids.size(); ++t)
-      if (s.trainable[t + 1]) { os -= torch::log_softmax(logits[t], 0)[s.ids[t + 1]].item<double>(); ++on; }
+      if (s.trainable[t + 1]) {
+        os -= torch::log_softmax(logits[t], 0)[s.ids[t + 1]].item<double>();
+        ++on;
+      }
   }
   EXPECT_EQ(pn, on);
   EXPECT_NEAR(ps / pn, os / on, 1e-5);
@@ -223,7 +235,7 @@ TEST(Train, NonFiniteLossStopsTheRunAndNamesTheLastCheckpoint) {
   r.optim.lr = 1e30;  // the first update blows the adapter up; the next loss is not finite
   r.optim.grad_clip = 0;
   r.schedule.warmup_steps = 0;
-  r.schedule.type = "constant";
+  r.schedule.type = Schedule::Constant;
   r.checkpoint.every = 1;
   r.data.eval.reset();
   affinage::test::expect_error([&] { run_sft(r, false); }, {"step 2", "training loss is", "step-00000001"});

@@ -1,19 +1,19 @@
 // Shared test helpers (see test_util.h).
 #include "tests/test_util.h"
+#include <sys/wait.h>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
-#include <sys/wait.h>
 
 namespace fs = std::filesystem;
 
 namespace affinage::test {
 
 std::string data_path(const std::string& rel) { return std::string(AFFINAGE_TEST_DATA) + "/" + rel; }
-std::string repo_path(const std::string& rel) { return std::string(AFFINAGE_SOURCE_DIR) + "/" + rel; }
+std::string repo_path(const std::string& rel) { return std::string(AFFINAGE_REPO_DIR) + "/" + rel; }
 
 std::string temp_dir(const std::string& tag) {
   std::random_device rd;
@@ -52,9 +52,9 @@ std::string write_scratch(const std::string& name, const std::string& content) {
     return ::testing::AssertionSuccess();
   std::ostringstream os;
   os.precision(10);
-  os << "worst element at flat index " << worst << ": " << x[worst].item<double>() << " vs "
-     << y[worst].item<double>() << " (|diff| " << std::abs(x[worst].item<double>() - y[worst].item<double>())
-     << ", atol " << atol << ", rtol " << rtol << ")";
+  os << "worst element at flat index " << worst << ": " << x[worst].item<double>() << " vs " << y[worst].item<double>()
+     << " (|diff| " << std::abs(x[worst].item<double>() - y[worst].item<double>()) << ", atol " << atol << ", rtol "
+     << rtol << ")";
   return ::testing::AssertionFailure() << os.str();
 }
 

@@ -1,14 +1,14 @@
 // Shared test helpers: fixture paths, temporary folders, tensor comparison that names the worst element,
 // and running the CLI binary.
 #pragma once
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
 #include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
-#include "core/error.h"
-#include "core/tokenizer.h"
+#include "base/error.h"
+#include "text/tokenizer.h"
 
 namespace affinage::test {
 
@@ -23,7 +23,11 @@ std::string write_scratch(const std::string& name, const std::string& content);
 // element's index and values. Shapes must match.
 ::testing::AssertionResult tensors_close(const at::Tensor& a, const at::Tensor& b, double atol, double rtol = 0.0);
 
-struct CmdResult { int code; std::string out; std::string err; };
+struct CmdResult {
+  int code;
+  std::string out;
+  std::string err;
+};
 // Runs build/affinage with `args` (shell-quoted by the caller), capturing stdout and stderr.
 CmdResult run_cli(const std::string& args);
 
@@ -42,7 +46,8 @@ void expect_error(F&& fn, std::initializer_list<std::string> parts) {
     fn();
     ADD_FAILURE() << "expected an affinage::Error";
   } catch (const affinage::Error& e) {
-    for (auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "'" << p << "' not in: " << e.what();
+    for (auto& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "'" << p << "' not in: " << e.what();
   }
 }
 

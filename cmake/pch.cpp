@@ -1,0 +1,1 @@
+// Compiles base/pch.h once for every target of the tree (CMakeLists.txt: affinage_pch).

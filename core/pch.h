@@ -1,9 +1,0 @@
-// Precompiled header: the heavy LibTorch headers every translation unit needs (20 s a TU without it).
-#pragma once
-#include <torch/torch.h>
-#include <nlohmann/json.hpp>
-#include <string>
-#include <vector>
-#include <map>
-#include <memory>
-#include <optional>
