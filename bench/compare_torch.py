@@ -198,9 +198,10 @@ def med(xs):
 def report_train(results):
     bad = []
     print("\n### Training: LoRA r16 alpha 32 on all linears, f32, AdamW (medians over rounds)\n")
-    print("| model | B x T, steps | affinage tok/s | PyTorch tok/s | affinage / PyTorch | wall s affinage / PyTorch "
-          "| CPU s affinage / PyTorch | step-0 loss affinage / PyTorch, |diff| | max |loss diff| later steps | peak RSS MiB affinage / PyTorch | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | B x T, steps | tok/s affinage / PyTorch | ratio | ratio per round | best tok/s affinage / PyTorch "
+          "(ratio) | wall s affinage / PyTorch (ratio) | CPU s affinage / PyTorch | step-0 loss affinage / PyTorch, "
+          "|diff| | max |loss diff| later steps | peak RSS MiB affinage / PyTorch | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size, r in results["train"].items():
         c, A, T = r["config"], r["runs"]["affinage"], r["runs"]["torch"]
         ta, tt = med([steady(x["steps"]) for x in A]), med([steady(x["steps"]) for x in T])
@@ -210,7 +211,10 @@ def report_train(results):
         d0 = max(abs(x["steps"][0]["loss"] - y["steps"][0]["loss"]) for x in A for y in T)
         dl = max(abs(p["loss"] - q["loss"]) for x, y in zip(A, T) for p, q in zip(x["steps"][1:], y["steps"][1:]))
         loads = [x["load"] for x in A + T]
-        print(f"| {size} | {c['batch']}x{c['seq']}, {c['steps']} | {ta:,.1f} | {tt:,.1f} | {ta / tt:.2f} "
+        per_round = ", ".join(f"{steady(x['steps']) / steady(y['steps']):.2f}" for x, y in zip(A, T))
+        ba, bt = max(steady(x["steps"]) for x in A), max(steady(x["steps"]) for x in T)
+        print(f"| {size} | {c['batch']}x{c['seq']}, {c['steps']} | {ta:,.1f} / {tt:,.1f} | {ta / tt:.2f} | {per_round} "
+              f"| {ba:,.1f} / {bt:,.1f} ({ba / bt:.2f}) "
               f"| {wa:.1f} / {wt:.1f} ({wa / wt:.2f}) | {ca:.1f} / {ct:.1f} | {la:.6f} / {lt:.6f}, {d0:.1e} | {dl:.1e} "
               f"| {med([x['rss'] for x in A]):,.0f} / {med([x['rss'] for x in T]):,.0f} "
               f"| {min(loads):.1f}-{max(loads):.1f} |")
@@ -267,7 +271,15 @@ def main():
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--scratch", default=os.path.join(ROOT, "runs/torch_baseline"))
     ap.add_argument("--json", help="also write every run's raw figures here")
+    ap.add_argument("--report", help="print the tables of a --json file written before, run nothing")
     a = ap.parse_args()
+    if a.report:
+        with open(a.report) as f:
+            results = json.load(f)
+        print(f"threads {results['threads']}, env {results['env']}")
+        bad = report_train(results)
+        report_generate(results)
+        return 1 if bad else 0
     a.affinage = os.path.abspath(a.affinage)
     os.makedirs(a.scratch, exist_ok=True)
     a.scratch = os.path.abspath(a.scratch)

@@ -322,7 +322,7 @@ def train(a, t_start):
         batch = [rows[(step * a.batch + i) % len(rows)] for i in range(a.batch)]
         t0 = time.perf_counter()
         ids = torch.tensor(batch, dtype=torch.long)
-        _, loss = model(ids, labels=ids)
+        loss = model(ids, labels=ids)[1]  # the logits are dropped here, as the Trainer drops its outputs
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, a.grad_clip)
         lr = opt.param_groups[0]["lr"]
