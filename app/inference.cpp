@@ -14,6 +14,7 @@ LoadedModel load_for_inference(const InferenceOptions& o) {
   if (!o.dtype.empty()) dt = parse_dtype(o.dtype);
   lm.tokenizer = Tokenizer::load(find_tokenizer(o.model));
   lm.model = load_model(o.model, dt, pick_device(o.device));
+  set_blas_threads_for_width(lm.model->config().hidden_size);
   if (!o.adapter.empty()) load_adapter(*lm.model, o.adapter);
   lm.model->eval();
   return lm;

@@ -2,6 +2,8 @@
 #include "base/runtime.h"
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <malloc.h>
 #include <torch/cuda.h>
 #include <unistd.h>
 #include <chrono>
@@ -22,6 +24,19 @@ void set_threads(int n) {
   // All cores, shared among the processes of this machine when data-parallel.
   if (n <= 0) n = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / world().local_size);
   at::set_num_threads(n);
+}
+
+void set_blas_threads_for_width(int64_t hidden_size) {
+  if (std::getenv("OPENBLAS_NUM_THREADS")) return;
+  using SetFn = void (*)(int);
+  auto set = reinterpret_cast<SetFn>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set) set(hidden_size < 1024 ? 1 : at::get_num_threads());
+}
+
+void keep_freed_memory() {
+  // Large blocks from the heap rather than per-allocation mmaps, and no trimming of the heap's top.
+  ::mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  ::mallopt(M_TRIM_THRESHOLD, -1);
 }
 
 c10::Device pick_device(const std::string& name) {

@@ -16,6 +16,15 @@ void prefer_passive_omp_wait(char** argv);
 // Intra-op threads for the OpenBLAS/oneDNN paths. n <= 0: all cores, divided among this machine's
 // data-parallel processes.
 void set_threads(int n);
+// OpenBLAS's own threads for a model of this width, unless OPENBLAS_NUM_THREADS says otherwise: one below a hidden
+// size of 1024 (its threads spin in sched_yield between the small GEMMs of a narrow model: half the CPU time on
+// stories260K, 1.1-4.7x slower steps; bench/TORCH_BASELINE.md), else as many as LibTorch's intra-op threads.
+// A no-op when the BLAS is not OpenBLAS. Call after set_threads.
+void set_blas_threads_for_width(int64_t hidden_size);
+// Keeps freed heap memory in the process instead of handing large blocks back to the system and faulting them in
+// again at the next step (14-15% of the CPU of a small model's step went to page faults and zeroing). For the
+// training and inference commands; merge keeps glibc's defaults (it wants freed tensors returned).
+void keep_freed_memory();
 // "auto" (cuda when LibTorch has it and a GPU is there, else cpu) | "cpu" | "cuda" | "cuda:N". With several
 // data-parallel processes, "auto" and "cuda" mean the GPU of LOCAL_RANK.
 c10::Device pick_device(const std::string& name);

@@ -30,17 +30,19 @@ using namespace affinage::cli;
 struct Sub {
   int (*fn)(const Args&);
   const char* summary;
+  bool computes = false;  // runs a model: OpenMP threads should sleep between regions, freed memory is kept
 };
 static const std::map<std::string, Sub>& subcommands() {
   static const std::map<std::string, Sub> m = {
-      {"run", {cmd_run, "train from a recipe file (SFT, DPO): affinage run RECIPE [--set k=v] [--resume]"}},
-      {"generate", {cmd_generate, "sample or greedy-decode text from a model (+ adapter)"}},
-      {"eval", {cmd_eval, "loss and perplexity of a model (+ adapter) on a JSONL file"}},
+      {"run", {cmd_run, "train from a recipe file (SFT, DPO): affinage run RECIPE [--set k=v] [--resume]", true}},
+      {"generate", {cmd_generate, "sample or greedy-decode text from a model (+ adapter)", true}},
+      {"eval", {cmd_eval, "loss and perplexity of a model (+ adapter) on a JSONL file", true}},
       {"inspect", {cmd_inspect, "show what a model folder, adapter folder or safetensors file holds"}},
       {"tokenize", {cmd_tokenize, "text or a chat (messages JSON) to token ids"}},
       {"data",
        {cmd_data,
-        "training data: check (validate, count, show masks) and synth (stories sampled from a model as SFT/DPO data)"}},
+        "training data: check (validate, count, show masks) and synth (stories sampled from a model as SFT/DPO data)",
+        true}},
       {"merge", {cmd_merge, "fold LoRA adapters into a base model (linear, TIES, DARE): a new model folder"}},
       {"publish", {cmd_publish, "a folder ready for the Hugging Face Hub: files, model card, provenance"}},
       {"report", {cmd_report, "(re)build RUN_DIR/report.html: charts, final metrics, recipe (self-contained)"}},
@@ -57,7 +59,6 @@ static void usage(std::ostream& os) {
 }
 
 int main(int argc, char** argv) {
-  affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (base/runtime.h)
   if (argc < 2) {
     usage(std::cerr);
     return 2;
@@ -76,6 +77,11 @@ int main(int argc, char** argv) {
     std::cerr << "affinage: unknown command '" << name << "'\n\n";
     usage(std::cerr);
     return 2;
+  }
+  if (it->second.computes) {
+    // Only the commands that run a model pay for the re-execution (it doubles the start-up of the others).
+    affinage::prefer_passive_omp_wait(argv);  // OpenMP threads sleep instead of spinning (base/runtime.h)
+    affinage::keep_freed_memory();
   }
   Args args(argv + 2, argv + argc);
   try {

@@ -25,6 +25,7 @@ PreparedModel prepare_model(const Recipe& r) {
   pm.device = pick_device(r.device);
   pm.tokenizer = Tokenizer::load(find_tokenizer(r.model));
   pm.model = load_model(r.model, parse_dtype(r.dtype), pm.device);
+  set_blas_threads_for_width(pm.model->config().hidden_size);
   auto& m = *pm.model;
   for (auto& p : m.parameters()) p.set_requires_grad(false);
   if (!r.lora.init_from.empty()) {
